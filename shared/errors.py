@@ -1,0 +1,89 @@
+"""The project's error hierarchy.
+
+Every error the library raises on purpose derives from :class:`LoraRunnerError`; the HTTP layer
+maps each family to a status code, and a subclass's docstring is its default message. Driver
+errors (psycopg, httpx, botocore) are wrapped with ``raise ... from exc`` so the cause survives in
+logs while the user only ever sees the message written here.
+"""
+
+from __future__ import annotations
+
+
+class LoraRunnerError(Exception):
+    """Something went wrong in the LoRA job runner."""
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or (self.__doc__ or "").strip()
+        super().__init__(self.message)
+
+
+class ConfigurationError(LoraRunnerError):
+    """The runner is not configured correctly."""
+
+
+# --- database ------------------------------------------------------------------------------------
+
+
+class DatabaseError(LoraRunnerError):
+    """The database refused the operation."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database could not be reached."""
+
+
+class NotFound(DatabaseError):
+    """No such record, or it is not yours."""
+
+
+class PermissionDenied(DatabaseError):
+    """You are not allowed to do that."""
+
+
+class Conflict(DatabaseError):
+    """The record is not in a state that allows this."""
+
+
+class InvalidTransition(Conflict):
+    """The job cannot move to that status from its current one."""
+
+
+# --- storage -------------------------------------------------------------------------------------
+
+
+class StorageError(LoraRunnerError):
+    """The dataset storage could not be used."""
+
+
+class UnknownBucket(StorageError):
+    """The dataset lives in a storage bucket this runner does not know."""
+
+
+class DatasetFileMissing(StorageError):
+    """The dataset file is not in its storage bucket."""
+
+
+# --- GPU cluster ---------------------------------------------------------------------------------
+
+
+class ClusterError(LoraRunnerError):
+    """The GPU cluster could not handle the request."""
+
+
+class ClusterUnavailable(ClusterError):
+    """The GPU cluster is unavailable right now; the request may succeed later."""
+
+
+class ClusterBadResponse(ClusterUnavailable):
+    """The GPU cluster answered with a body that does not follow its contract."""
+
+
+class ClusterRejected(ClusterError):
+    """The GPU cluster refused the request; retrying will not help."""
+
+    def __init__(
+        self, message: str | None = None, *, status_code: int | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code

@@ -1,0 +1,104 @@
+"""Test set-up shared by every test: a real PostgreSQL with the real migrations.
+
+A throwaway server is started for the session unless DATABASE_URL names one (a role that may
+create databases). The bootstrap and migrations are applied once to a template database, and each
+test gets its own clone of it (CREATE DATABASE ... TEMPLATE: milliseconds).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from infra.local import postgres
+
+# Read before scrubbing: the one variable a developer may point the tests at.
+_GIVEN_DATABASE_URL = os.environ.get("DATABASE_URL")
+
+# The project's own variables must not leak from a developer's shell into the tests.
+for _name in list(os.environ):
+    if _name.startswith(("SUPABASE_", "GPU_CLUSTER_", "S3_", "PROCESSOR_", "DB_")) or _name in {
+        "DATABASE_URL",
+        "CRON_SECRET",
+        "ALLOWED_ORIGINS",
+        "STORAGE_BACKEND",
+    }:
+        del os.environ[_name]
+
+
+@dataclass(frozen=True)
+class PgServer:
+    """Where the test PostgreSQL is, and how to connect to a database on it."""
+
+    admin_base: str
+    app_user: str | None
+
+    def admin(self, dbname: str = "postgres") -> str:
+        return make_conninfo(self.admin_base, dbname=dbname)
+
+    def app(self, dbname: str) -> str:
+        """The conninfo the functions use: a non-superuser login that may only SET ROLE."""
+        if self.app_user is None:
+            return self.admin(dbname)
+        return make_conninfo(self.admin_base, dbname=dbname, user=self.app_user)
+
+
+@dataclass(frozen=True)
+class ClonedDatabase:
+    name: str
+    admin: str
+    app: str
+    server: PgServer
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    if _GIVEN_DATABASE_URL:
+        yield PgServer(admin_base=make_conninfo(_GIVEN_DATABASE_URL), app_user=None)
+        return
+    server = postgres.throwaway_cluster()
+    server.start()
+    try:
+        yield PgServer(admin_base=server.conninfo(), app_user=postgres.APP_USER)
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: PgServer) -> Iterator[str]:
+    name = f"lora_template_{uuid.uuid4().hex[:8]}"
+    postgres.create_database(pg_server.admin(), name)
+    postgres.apply_schema(pg_server.admin(name))
+    try:
+        yield name
+    finally:
+        postgres.drop_database(pg_server.admin(), name)
+
+
+@pytest.fixture
+def test_db(pg_server: PgServer, template_db: str) -> Iterator[ClonedDatabase]:
+    name = f"lora_test_{uuid.uuid4().hex[:12]}"
+    postgres.create_database(pg_server.admin(), name, template=template_db)
+    try:
+        yield ClonedDatabase(
+            name=name, admin=pg_server.admin(name), app=pg_server.app(name), server=pg_server
+        )
+    finally:
+        postgres.drop_database(pg_server.admin(), name)
+
+
+@pytest.fixture
+def admin_conn(test_db: ClonedDatabase) -> Iterator[psycopg.Connection]:
+    """A superuser connection to the test database, for arranging rows and looking at them."""
+    with psycopg.connect(test_db.admin, autocommit=True) as conn:
+        yield conn
+
+
+def conninfo_param(conninfo: str, key: str) -> str:
+    return str(conninfo_to_dict(conninfo)[key])
