@@ -79,6 +79,4 @@ def load(settings_class: type[_S]) -> _S:
                 problems.append(f"{name}: {error['msg']}")
             else:
                 problems.append(str(error["msg"]).removeprefix("Value error, "))
-        raise ConfigurationError(
-            f"{settings_class.__name__}: " + "; ".join(problems)
-        ) from exc
+        raise ConfigurationError(f"{settings_class.__name__}: " + "; ".join(problems)) from exc

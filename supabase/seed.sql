@@ -10,10 +10,10 @@ insert into public.datasets
 values
   ('00000000-0000-4000-8000-0000000da7a1', '00000000-0000-4000-8000-00000000d3e0',
    'Support replies', 'Customer-support answers in the house style', null,
-   'demo/support-replies.jsonl', true, 200),
+   'demo/lora-demo-200.jsonl', true, 200),
   ('00000000-0000-4000-8000-0000000da7a2', '00000000-0000-4000-8000-00000000d3e0',
    'Product FAQ (imported)', 'Imported by the data bridge', 'training-files',
-   'imports/product-faq.jsonl', true, 200)
+   'imports/lora-demo-200.jsonl', true, 200)
 on conflict (id) do nothing;
 
 insert into public.training_jobs (id, user_id, dataset_id, total_epochs, hyperparameters, gpu_config)

@@ -102,3 +102,11 @@ def admin_conn(test_db: ClonedDatabase) -> Iterator[psycopg.Connection]:
 
 def conninfo_param(conninfo: str, key: str) -> str:
     return str(conninfo_to_dict(conninfo)[key])
+
+
+@pytest.fixture
+def service_conn(test_db: ClonedDatabase) -> Iterator[psycopg.Connection]:
+    """A connection acting as the processor does: logged in as the app user, as service_role."""
+    with psycopg.connect(test_db.app, autocommit=True) as conn:
+        conn.execute("set role service_role")
+        yield conn

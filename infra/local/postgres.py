@@ -7,12 +7,10 @@ unreadable to it). Nothing here is used in production.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -182,7 +180,8 @@ class LocalPostgres:
 def throwaway_cluster() -> LocalPostgres:
     """A new, empty cluster on a free port in a fresh temporary folder (removed by destroy())."""
     root = Path(tempfile.mkdtemp(prefix="lora-runner-pg-"))
-    os.chmod(root, 0o755)
+    # The server runs as `postgres` when we are root: it must be able to reach its data folder.
+    os.chmod(root, 0o755)  # noqa: S103
     return LocalPostgres(data_dir=root / "data", port=free_port())
 
 
@@ -218,35 +217,3 @@ def drop_database(admin_conninfo: str, name: str) -> None:
         conn.execute(
             sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
         )
-
-
-def _main() -> None:
-    parser = argparse.ArgumentParser(
-        description="Run a local PostgreSQL with the Supabase bootstrap, migrations and seed."
-    )
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PG_PORT", "54329")))
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(tempfile.gettempdir()) / "lora-runner-dev" / "pgdata",
-    )
-    parser.add_argument("--dbname", default="lora_dev")
-    parser.add_argument("command", choices=["start", "stop"])
-    args = parser.parse_args()
-    server = LocalPostgres(data_dir=args.data_dir, port=args.port)
-    if args.command == "stop":
-        server.stop()
-        return
-    server.start()
-    # A fresh database on every start: the schema always matches the migrations in this checkout.
-    drop_database(server.conninfo(), args.dbname)
-    create_database(server.conninfo(), args.dbname)
-    apply_schema(server.conninfo(args.dbname), seed=True)
-    print(f"PostgreSQL is ready on 127.0.0.1:{args.port}")
-    print(f"  superuser:          psql '{server.url(args.dbname)}'")
-    print(f"  DATABASE_URL (app): {server.url(args.dbname, APP_USER)}")
-    sys.stdout.flush()
-
-
-if __name__ == "__main__":
-    _main()

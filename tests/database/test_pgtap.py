@@ -28,7 +28,7 @@ def test_pgtap_suite_exists() -> None:
 def test_pgtap_file(path: Path, test_db: ClonedDatabase) -> None:
     """Every pgTAP assertion in the file passes under pg_prove."""
     pg_prove = shutil.which("pg_prove")
-    assert pg_prove, "pg_prove is not installed: run `make deps` (Debian: libtap-parser-sourcehandler-pgtap-perl)"
+    assert pg_prove, "pg_prove is missing: run `make deps` (libtap-parser-sourcehandler-pgtap-perl)"
     with psycopg.connect(test_db.admin, autocommit=True) as conn:
         conn.execute("create extension if not exists pgtap")
     result = subprocess.run(
@@ -49,5 +49,6 @@ def test_pgtap_file(path: Path, test_db: ClonedDatabase) -> None:
         text=True,
         timeout=120,
     )
-    assert result.returncode == 0, f"pg_prove failed for {path.name}:\n{result.stdout}\n{result.stderr}"
+    output = f"{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, f"pg_prove failed for {path.name}:\n{output}"
     assert "All tests successful" in result.stdout, result.stdout
