@@ -80,3 +80,77 @@ def load(settings_class: type[_S]) -> _S:
             else:
                 problems.append(str(error["msg"]).removeprefix("Value error, "))
         raise ConfigurationError(f"{settings_class.__name__}: " + "; ".join(problems)) from exc
+
+
+class ClusterSettings(BaseSettings):
+    """The GPU cluster (DESIGN section 6): its REST API and how patiently to talk to it."""
+
+    model_config = _CONFIG
+
+    gpu_cluster_api_url: str
+    gpu_cluster_api_key: SecretStr
+    gpu_cluster_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    gpu_cluster_read_timeout_seconds: float = Field(default=15.0, gt=0)
+    # Attempts within one call; across cycles the processor counts failures per job separately.
+    gpu_cluster_max_attempts: int = Field(default=3, ge=1, le=10)
+
+
+class StorageSettings(BaseSettings):
+    """Where dataset files live: Supabase Storage (default) or any S3-compatible store."""
+
+    model_config = _CONFIG
+
+    storage_backend: Literal["supabase", "s3"] = "supabase"
+    supabase_url: str | None = None
+    supabase_service_role_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY"),
+    )
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _backend_configured(self) -> StorageSettings:
+        if self.storage_backend == "supabase":
+            required = {
+                "SUPABASE_URL": self.supabase_url,
+                "SUPABASE_SERVICE_ROLE_KEY": self.supabase_service_role_key,
+            }
+        else:
+            required = {
+                "S3_ACCESS_KEY_ID": self.s3_access_key_id,
+                "S3_SECRET_ACCESS_KEY": self.s3_secret_access_key,
+            }
+        missing = [name for name, value in required.items() if not value]
+        if missing:
+            raise ValueError(f"STORAGE_BACKEND={self.storage_backend} needs " + ", ".join(missing))
+        return self
+
+
+class ProcessorSettings(BaseSettings):
+    """One processor cycle: how much it takes on and how long it may run (DESIGN section 7)."""
+
+    model_config = _CONFIG
+
+    # Shared secret Supabase Cron sends as a bearer token. Behind Cloud Run IAM the platform
+    # checks Cloud Scheduler's OIDC token instead: set PROCESSOR_TRUST_PLATFORM_AUTH=true there.
+    cron_secret: SecretStr | None = None
+    processor_trust_platform_auth: bool = False
+    processor_claim_batch_size: int = Field(default=25, ge=1, le=1000)
+    processor_poll_batch_size: int = Field(default=1000, ge=1, le=10000)
+    processor_concurrency: int = Field(default=50, ge=1, le=1000)
+    processor_time_budget_seconds: float = Field(default=45.0, gt=0)
+    processor_max_attempts: int = Field(default=5, ge=1)
+    processor_poll_interval_seconds: float = Field(default=10.0, ge=0)
+    processor_stall_factor: float = Field(default=10.0, gt=1)
+    processor_stall_min_seconds: float = Field(default=300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _some_authentication(self) -> ProcessorSettings:
+        if self.cron_secret is None and not self.processor_trust_platform_auth:
+            raise ValueError(
+                "set CRON_SECRET, or PROCESSOR_TRUST_PLATFORM_AUTH=true behind Cloud Run IAM"
+            )
+        return self

@@ -40,8 +40,9 @@ class Database(Protocol):
 
     `as_user=None` calls as the service role (the processor); a :class:`UserContext` calls as
     `authenticated` with that user's claims, so RLS applies. Arguments are passed by name, as
-    PostgREST does. Functions called this way return jsonb or a scalar, and the result comes back
-    as the decoded JSON value on both transports.
+    PostgREST does; dicts and lists go to jsonb parameters (so both transports type them alike).
+    Functions called this way return jsonb or a scalar, and the result comes back as the decoded
+    JSON value on both transports.
     """
 
     def call(

@@ -13,6 +13,9 @@
 revoke all on all tables in schema public from anon, authenticated;
 revoke execute on all functions in schema public from public, anon, authenticated;
 alter default privileges in schema public revoke execute on functions from public;
+-- ...and for what later migrations add: a new table or function is closed until granted.
+alter default privileges in schema public revoke all on tables from anon, authenticated;
+alter default privileges in schema public revoke execute on functions from anon, authenticated;
 
 grant select on public.gpu_prices, public.datasets, public.training_jobs, public.metrics_points,
   public.cost_records, public.notifications to authenticated;
@@ -22,6 +25,11 @@ grant update (read) on public.notifications to authenticated;
 grant all on public.gpu_prices, public.datasets, public.training_jobs, public.metrics_points,
   public.cost_records, public.notifications to service_role;
 grant execute on all functions in schema public to service_role;
+-- The state machine trigger calls these while an owner cancels their job; they only compute.
+grant execute on function public.job_transition_allowed(public.job_status, public.job_status),
+  public.job_status_is_terminal(public.job_status),
+  public.job_compute_cost(jsonb, timestamptz, timestamptz)
+  to authenticated;
 
 -- --- row level security --------------------------------------------------------------------------
 

@@ -1,0 +1,29 @@
+"""Talking to the GPU cluster that runs the LoRA trainings.
+
+The processor depends on :class:`TrainingCluster` and the models here only; which backend
+implements it (today the REST contract of DESIGN §6) is a matter of configuration.
+"""
+
+from shared.cluster.interface import TrainingCluster
+from shared.cluster.models import (
+    ClusterJobError,
+    ClusterJobState,
+    ClusterJobStatus,
+    GpuConfig,
+    MetricsPoint,
+    SubmitRequest,
+    SubmitResult,
+)
+from shared.cluster.rest import RestTrainingCluster
+
+__all__ = [
+    "ClusterJobError",
+    "ClusterJobState",
+    "ClusterJobStatus",
+    "GpuConfig",
+    "MetricsPoint",
+    "RestTrainingCluster",
+    "SubmitRequest",
+    "SubmitResult",
+    "TrainingCluster",
+]

@@ -1,0 +1,310 @@
+"""The cluster simulator itself: its key check, its curves, its control API and its process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from statistics import mean
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from infra.local.processes import start_cluster_simulator
+from tests.cluster.conftest import STEPS_PER_SECOND
+from tests.cluster.support import API_KEY, DatasetServer, SimulatorControl
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture
+def http(sim: SimulatorControl) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sim.base_url, headers=AUTH, timeout=5.0) as client:
+        yield client
+
+
+def submission(dataset_url: str, key: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "idempotency_key": key,
+        "dataset_url": dataset_url,
+        "hyperparameters": {},
+        "gpu_config": {"gpu_type": "A100", "gpu_count": 1},
+        "job_id": f"job-for-{key}",
+    }
+    return {**body, **overrides}
+
+
+def run_to_end(http: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    """Submit a run and poll it until it ends; its last status."""
+    external_job_id = http.post("/training/submit", json=body).json()["external_job_id"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status: dict[str, Any] = http.get(f"/training/status/{external_job_id}").json()
+        if status["status"] in ("completed", "failed", "cancelled"):
+            return status
+        time.sleep(0.02)
+    raise AssertionError("the run did not end within 10 s")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {API_KEY}"}],
+)
+def test_contract_endpoints_require_the_bearer_key(
+    sim: SimulatorControl, headers: dict[str, str]
+) -> None:
+    """Without the Bearer API key every contract endpoint answers 401 in the contract's shape."""
+    with httpx.Client(base_url=sim.base_url, headers=headers) as client:
+        answers = [
+            client.post("/training/submit", json={}),
+            client.get("/training/status/simjob-x"),
+            client.post("/training/cancel/simjob-x"),
+        ]
+
+    for answer in answers:
+        assert answer.status_code == 401
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
+        assert answer.json()["error"]["code"] == "unauthorized"
+
+
+def test_new_submission_is_201_and_a_repeat_is_200(
+    http: httpx.Client, datasets: DatasetServer
+) -> None:
+    """A new idempotency key creates a run (201); the same key again finds it (200)."""
+    body = submission(datasets.jsonl(8), "key-201")
+
+    created = http.post("/training/submit", json=body)
+    repeated = http.post("/training/submit", json=body)
+
+    assert created.status_code == 201
+    assert created.json()["status"] == "queued"
+    assert repeated.status_code == 200
+    assert repeated.json()["external_job_id"] == created.json()["external_job_id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"dataset_url": "http://x", "gpu_config": {"gpu_type": "A100"}}, "idempotency_key"),
+        ({"idempotency_key": "k", "gpu_config": {"gpu_type": "A100"}}, "dataset_url"),
+        ({"idempotency_key": "k", "dataset_url": "http://x"}, "gpu_config"),
+    ],
+)
+def test_submission_missing_a_field_is_422(
+    http: httpx.Client, body: dict[str, Any], field: str
+) -> None:
+    """A submission without a required field is refused with 422 naming the field."""
+    answer = http.post("/training/submit", json=body)
+
+    assert answer.status_code == 422
+    assert answer.json()["error"]["code"] == "invalid_request"
+    assert field in answer.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gpu_config": {"gpu_type": "A100", "gpu_count": 9}}, "gpu_count must be between 1 and 8"),
+        ({"hyperparameters": {"epochs": 1.5}}, "epochs must be a whole number"),
+        ({"hyperparameters": {"learning_rate": "fast"}}, "learning_rate must be a number"),
+        ({"hyperparameters": {"lr_scheduler": "step"}}, "lr_scheduler must be one of"),
+    ],
+)
+def test_untrainable_submission_is_400(
+    http: httpx.Client, datasets: DatasetServer, overrides: dict[str, Any], message: str
+) -> None:
+    """A submission the simulator cannot train is refused with 400 and the reason."""
+    answer = http.post("/training/submit", json=submission(datasets.jsonl(8), "k", **overrides))
+
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"].startswith(message)
+
+
+@pytest.mark.parametrize("since_step", ["-1", "three"])
+def test_invalid_since_step_is_400(
+    http: httpx.Client, datasets: DatasetServer, since_step: str
+) -> None:
+    """since_step must be a non-negative integer."""
+    run = http.post("/training/submit", json=submission(datasets.jsonl(8), "k")).json()
+
+    answer = http.get(
+        f"/training/status/{run['external_job_id']}", params={"since_step": since_step}
+    )
+
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "invalid_since_step"
+
+
+def test_curves_look_like_a_real_lora_run(http: httpx.Client, datasets: DatasetServer) -> None:
+    """Loss decays, validation is evaluated every N steps, the LR warms up then decays, and
+    throughput, GPU utilization and memory stay in their ranges."""
+    hyperparameters = {"epochs": 3, "batch_size": 8, "learning_rate": 3e-4, "warmup_ratio": 0.1}
+    final = run_to_end(
+        http, submission(datasets.jsonl(320), "curves", hyperparameters=hyperparameters)
+    )
+    points = final["history"]
+    losses = [point["training_loss"] for point in points]
+    rates = [point["learning_rate"] for point in points]
+
+    assert final["total_steps"] == len(points) == 120
+    assert mean(losses[-10:]) < 0.5 * mean(losses[:10])
+    evaluated = [point["step"] for point in points if point["validation_loss"] is not None]
+    assert evaluated == list(range(20, 121, 20))
+    assert rates[11] == pytest.approx(3e-4)
+    assert rates[:12] == sorted(rates[:12])
+    assert rates[11:] == sorted(rates[11:], reverse=True)
+    assert rates[-1] < 3e-6
+    assert [point["epoch"] for point in points[39:41]] == [1, 2]
+    assert all(2500 < point["throughput"] < 3700 for point in points)
+    assert all(80 <= point["gpu_utilization"] <= 99 for point in points)
+    assert all(0 < point["gpu_memory"] <= 80 for point in points)
+    times = [datetime.fromisoformat(point["recorded_at"]) for point in points]
+    assert times[1] - times[0] == timedelta(seconds=1 / STEPS_PER_SECOND)
+
+
+def test_gpu_type_and_count_shape_throughput_and_memory(
+    http: httpx.Client, datasets: DatasetServer
+) -> None:
+    """Bigger and more GPUs train faster; memory in use fits the GPU's memory."""
+    url = datasets.jsonl(80)
+    runs = {
+        gpus: run_to_end(
+            http,
+            submission(url, f"gpu-{gpus}", gpu_config={"gpu_type": gpus[0], "gpu_count": gpus[1]}),
+        )["history"]
+        for gpus in [("T4", 1), ("H100", 1), ("H100", 4)]
+    }
+
+    speed = {gpus: mean(p["throughput"] for p in points) for gpus, points in runs.items()}
+    assert speed[("T4", 1)] < speed[("H100", 1)] < speed[("H100", 4)] < 4 * speed[("H100", 1)]
+    assert max(p["gpu_memory"] for p in runs[("T4", 1)]) <= 16
+    assert min(p["gpu_memory"] for p in runs[("H100", 1)]) > 16
+
+
+def test_curves_are_deterministic_per_job(http: httpx.Client, datasets: DatasetServer) -> None:
+    """Two runs of the same job id produce the same metrics, whenever they are polled."""
+    url = datasets.jsonl(40)
+    first = run_to_end(http, submission(url, "first", job_id="same-job"))
+    second = run_to_end(http, submission(url, "second", job_id="same-job"))
+    other = run_to_end(http, submission(url, "other", job_id="other-job"))
+
+    def without_time(status: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in p.items() if k != "recorded_at"} for p in status["history"]]
+
+    assert first["external_job_id"] != second["external_job_id"]
+    assert without_time(first) == without_time(second)
+    assert without_time(first) != without_time(other)
+
+
+def test_fault_rules_are_used_up_and_can_be_cleared(sim: SimulatorControl) -> None:
+    """A counted fault disappears once used; DELETE clears every fault."""
+    sim.inject(
+        {"endpoint": "status", "kind": "http_error", "status": 502, "times": 1},
+        {"kind": "latency", "seconds": 0.01},
+    )
+    with httpx.Client(base_url=sim.base_url, headers=AUTH) as client:
+        assert client.get("/training/status/simjob-x").status_code == 502
+        assert client.get("/training/status/simjob-x").status_code == 404
+
+    assert [(fault["kind"], fault["remaining"]) for fault in sim.faults()] == [("latency", None)]
+    httpx.delete(sim.base_url + "/_sim/faults").raise_for_status()
+    assert sim.faults() == []
+
+
+def test_invalid_fault_rule_is_refused(sim: SimulatorControl) -> None:
+    """A fault rule of an unknown kind is refused with 400 and nothing is injected."""
+    answer = httpx.post(sim.base_url + "/_sim/faults", json=[{"kind": "gremlins"}])
+
+    assert answer.status_code == 400
+    assert sim.faults() == []
+
+
+def test_fail_at_a_step_already_passed_is_refused(
+    http: httpx.Client, datasets: DatasetServer
+) -> None:
+    """A run cannot be made to fail at a step it has already finished."""
+    final = run_to_end(http, submission(datasets.jsonl(8), "done"))
+
+    answer = http.post(f"/_sim/jobs/{final['external_job_id']}/fail_at_step", json={"step": 1})
+
+    assert answer.status_code == 409
+
+
+def test_reset_forgets_runs_counts_and_pace(
+    http: httpx.Client, sim: SimulatorControl, datasets: DatasetServer
+) -> None:
+    """Reset forgets every run and count and returns to the startup pace."""
+    sim.configure(steps_per_second=1, latency=0.01)
+    run = http.post("/training/submit", json=submission(datasets.jsonl(8), "k")).json()
+
+    sim.reset()
+
+    assert http.get(f"/training/status/{run['external_job_id']}").status_code == 404
+    assert sim.submissions() == {}
+    assert sim.requests() == {"submit": 0, "status": 1, "cancel": 0}
+    pacing = httpx.get(sim.base_url + "/_sim/config").json()
+    assert pacing == {"steps_per_second": STEPS_PER_SECOND, "init_seconds": 0.0, "latency": 0.0}
+
+
+def test_latency_does_not_serialize_requests(
+    http: httpx.Client, sim: SimulatorControl, datasets: DatasetServer
+) -> None:
+    """100 concurrent polls with 500 ms of latency each finish together, not one by one."""
+    run = http.post("/training/submit", json=submission(datasets.jsonl(8), "k")).json()
+    sim.configure(latency=0.5)
+    codes: list[int] = []
+
+    async def poll_all() -> None:
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(base_url=sim.base_url, headers=AUTH, limits=limits) as client:
+
+            async def poll() -> None:
+                answer = await client.get(f"/training/status/{run['external_job_id']}")
+                codes.append(answer.status_code)
+
+            async with anyio.create_task_group() as group:
+                for _ in range(100):
+                    group.start_soon(poll)
+
+    started = time.monotonic()
+    anyio.run(poll_all)
+
+    assert codes == [200] * 100
+    # One after another they would take 50 s.
+    assert time.monotonic() - started < 5
+
+
+def test_simulator_process_starts_and_stops() -> None:
+    """The startup helper serves a healthy simulator on a free port and stops it for good."""
+    with start_cluster_simulator(api_key="another-key") as server:
+        assert httpx.get(server.base_url + "/_sim/health").json()["status"] == "ok"
+
+    assert server.process.returncode is not None
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.base_url + "/_sim/health")
+
+
+def test_simulator_refuses_to_start_without_an_api_key() -> None:
+    """Started without a key, the simulator exits with a message instead of serving openly."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CLUSTER_SIM_API_KEY", "GPU_CLUSTER_API_KEY")
+    }
+
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.local.cluster_simulator", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "an API key is required" in result.stderr

@@ -1,0 +1,168 @@
+"""The processor against real parts: PostgreSQL with the migrations, the cluster simulator over
+HTTP, and moto's S3 server holding the datasets in both buckets."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pytest
+
+from infra.local.processes import ServerProcess, start_cluster_simulator
+from infra.local.s3 import LocalS3Server, create_buckets, demo_dataset_jsonl
+from shared.cluster import RestTrainingCluster
+from shared.db import DirectDatabase
+from shared.models import JobStatus
+from shared.processor import CycleSummary, Processor, ProcessorOptions
+from shared.storage import S3DatasetStorage
+from tests.cluster.support import RecordingSleep, SimulatorControl
+from tests.conftest import ClonedDatabase
+from tests.factories import make_dataset, make_job, make_user
+
+API_KEY = "processor-test-cluster-key"
+# 200 pairs, batch 8, 3 epochs: 75 steps, finished in well under a second at this pace.
+STEPS_PER_SECOND = 300.0
+DEMO_PAIRS = 200
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[ServerProcess]:
+    with start_cluster_simulator(
+        api_key=API_KEY, steps_per_second=STEPS_PER_SECOND, init_seconds=0.0
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def sim(simulator: ServerProcess) -> Iterator[SimulatorControl]:
+    control = SimulatorControl(simulator.base_url)
+    control.reset()
+    yield control
+    control.reset()
+    control.close()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[Any]:
+    with LocalS3Server() as server:
+        client = server.client()
+        create_buckets(client)
+        yield client
+
+
+@dataclass
+class RecordingStorage:
+    """The real S3 adapter, remembering what it signed so tests can look at the URLs."""
+
+    inner: S3DatasetStorage
+    signed: list[tuple[str | None, str, str]] = field(default_factory=list)
+
+    def signed_url(self, bucket: str | None, path: str, expires_in: int = 86400) -> str:
+        url = self.inner.signed_url(bucket, path, expires_in)
+        self.signed.append((bucket, path, url))
+        return url
+
+
+@dataclass
+class Stack:
+    """Everything one processor test needs, wired to the real servers."""
+
+    test_db: ClonedDatabase
+    admin: psycopg.Connection
+    db: DirectDatabase
+    sim: SimulatorControl
+    storage: RecordingStorage
+    s3: Any
+    sleeps: RecordingSleep
+    options: ProcessorOptions
+
+    def processor(self, **overrides: Any) -> Processor:
+        options = ProcessorOptions(**{**self.options.__dict__, **overrides})
+        return Processor(self.db, self.cluster(), self.storage, options)
+
+    def cluster(self, **kwargs: Any) -> RestTrainingCluster:
+        settings = {"connect_timeout": 1.0, "read_timeout": 1.0, "max_attempts": 2, **kwargs}
+        return RestTrainingCluster(self.sim.base_url, API_KEY, sleep=self.sleeps, **settings)
+
+    def cycle(self, **overrides: Any) -> CycleSummary:
+        processor = self.processor(**overrides)
+
+        async def run() -> CycleSummary:
+            try:
+                return await processor.run_cycle()
+            finally:
+                await processor._cluster.aclose()
+
+        return asyncio.run(run())
+
+    def upload(self, bucket: str, body: bytes | None = None) -> str:
+        path = f"{uuid.uuid4()}/train.jsonl"
+        self.s3.put_object(Bucket=bucket, Key=path, Body=body or demo_dataset_jsonl(DEMO_PAIRS))
+        return path
+
+    def queued_job(
+        self,
+        *,
+        bucket: str | None = "lora-datasets",
+        user_id: uuid.UUID | None = None,
+        path: str | None = None,
+        **job: Any,
+    ) -> uuid.UUID:
+        user_id = user_id or make_user(self.admin)
+        if path is None:
+            path = self.upload(bucket or "lora-datasets")
+        dataset_id = make_dataset(self.admin, user_id, bucket=bucket, path=path)
+        return make_job(self.admin, user_id, dataset_id, **job)
+
+    def job(self, job_id: uuid.UUID) -> dict[str, Any]:
+        row = self.admin.execute(
+            "select to_jsonb(j) from training_jobs j where id = %s", (job_id,)
+        ).fetchone()
+        assert row is not None
+        result: dict[str, Any] = row[0]
+        return result
+
+    def status(self, job_id: uuid.UUID) -> JobStatus:
+        return JobStatus(self.job(job_id)["status"])
+
+    def run_until(
+        self,
+        done: Callable[[], bool],
+        *,
+        max_cycles: int = 60,
+        pause: float = 0.05,
+        **overrides: Any,
+    ) -> list[CycleSummary]:
+        """Run cycles until `done()` holds; fail after `max_cycles`."""
+        summaries = []
+        for _ in range(max_cycles):
+            summaries.append(self.cycle(**overrides))
+            if done():
+                return summaries
+            asyncio.run(asyncio.sleep(pause))
+        raise AssertionError(f"not done after {max_cycles} cycles: {summaries[-1]}")
+
+    def count(self, query: str, *params: Any) -> int:
+        row = self.admin.execute(query, params).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+@pytest.fixture
+def stack(
+    test_db: ClonedDatabase, admin_conn: psycopg.Connection, sim: SimulatorControl, s3: Any
+) -> Iterator[Stack]:
+    db = DirectDatabase(test_db.app, min_size=1, max_size=4)
+    storage = RecordingStorage(S3DatasetStorage(s3))
+    options = ProcessorOptions(
+        time_budget_seconds=30,
+        poll_interval_seconds=0,
+        max_attempts=3,
+        concurrency=50,
+    )
+    yield Stack(test_db, admin_conn, db, sim, storage, s3, RecordingSleep(), options)
+    db.close()
