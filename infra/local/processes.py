@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import IO, Self
 
 import httpx
 
@@ -103,7 +103,9 @@ def start_server(
     return server
 
 
-def _wait_until_healthy(server: ServerProcess, url: str, timeout: float) -> None:
+def _wait_until_healthy(
+    server: ServerProcess, url: str, timeout: float, *, any_answer: bool = False
+) -> None:
     deadline = time.monotonic() + timeout
     last_error = "no answer yet"
     with httpx.Client(timeout=1.0) as client:
@@ -112,7 +114,8 @@ def _wait_until_healthy(server: ServerProcess, url: str, timeout: float) -> None
             if code is not None:
                 raise RuntimeError(f"{server.name} exited with status {code} while starting")
             try:
-                if client.get(url).status_code == 200:
+                status = client.get(url).status_code
+                if status == 200 or (any_answer and status < 500):
                     return
             except httpx.HTTPError as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
@@ -159,3 +162,47 @@ def start_cluster_simulator(
         # The key travels in the environment, where other users cannot read it in `ps`.
         env={"CLUSTER_SIM_API_KEY": api_key},
     )
+
+
+def start_function(
+    source: Path,
+    target: str,
+    *,
+    env: Mapping[str, str],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    startup_timeout: float = 30.0,
+    stdout: IO[bytes] | None = None,
+) -> ServerProcess:
+    """Serve a cloud function with functions-framework, as Cloud Functions would; once it answers.
+
+    functions-framework binds its own port, so a free one is chosen first (port 0). Any answer
+    below 500 to a GET counts as started: a POST-only function answers 405. `stdout` receives
+    the function's log lines (inherited when None).
+    """
+    if port == 0:
+        with listening_socket(host) as probe:
+            port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("functions-framework")),
+            "--target",
+            target,
+            "--source",
+            str(source),
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ],
+        cwd=_REPO_ROOT,
+        env={**os.environ, **env},
+        stdout=stdout,
+    )
+    server = ServerProcess(f"function {target}", process, f"http://{host}:{port}")
+    try:
+        _wait_until_healthy(server, server.base_url + "/", startup_timeout, any_answer=True)
+    except BaseException:
+        server.stop()
+        raise
+    return server

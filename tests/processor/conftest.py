@@ -47,11 +47,15 @@ def sim(simulator: ServerProcess) -> Iterator[SimulatorControl]:
 
 
 @pytest.fixture(scope="session")
-def s3() -> Iterator[Any]:
+def s3_server() -> Iterator[LocalS3Server]:
     with LocalS3Server() as server:
-        client = server.client()
-        create_buckets(client)
-        yield client
+        create_buckets(server.client())
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3(s3_server: LocalS3Server) -> Any:
+    return s3_server.client()
 
 
 @dataclass
