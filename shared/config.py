@@ -140,7 +140,7 @@ class ProcessorSettings(BaseSettings):
     processor_trust_platform_auth: bool = False
     processor_claim_batch_size: int = Field(default=25, ge=1, le=1000)
     processor_poll_batch_size: int = Field(default=1000, ge=1, le=10000)
-    processor_concurrency: int = Field(default=50, ge=1, le=1000)
+    processor_concurrency: int = Field(default=100, ge=1, le=1000)
     processor_time_budget_seconds: float = Field(default=45.0, gt=0)
     processor_max_attempts: int = Field(default=5, ge=1)
     processor_poll_interval_seconds: float = Field(default=10.0, ge=0)

@@ -47,7 +47,7 @@ class ProcessorOptions:
     claim_batch_size: int = 25
     poll_batch_size: int = 1000
     cancel_batch_size: int = 200
-    concurrency: int = 50
+    concurrency: int = 100
     time_budget_seconds: float = 45.0
     max_attempts: int = 5
     poll_interval_seconds: float = 10.0

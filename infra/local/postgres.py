@@ -13,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -65,6 +65,8 @@ class LocalPostgres:
 
     data_dir: Path
     port: int
+    # Extra server settings, e.g. {"shared_preload_libraries": "pg_stat_statements"}.
+    settings: dict[str, str] = field(default_factory=dict)
 
     def conninfo(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
         return f"host=127.0.0.1 port={self.port} dbname={dbname} user={user}"
@@ -117,6 +119,7 @@ class LocalPostgres:
                 "-c synchronous_commit=off",
                 "-c full_page_writes=off",
                 "-c max_connections=300",
+                *(f"-c {name}={value}" for name, value in self.settings.items()),
             ]
         )
         result = subprocess.run(
@@ -177,12 +180,12 @@ class LocalPostgres:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def throwaway_cluster() -> LocalPostgres:
+def throwaway_cluster(settings: dict[str, str] | None = None) -> LocalPostgres:
     """A new, empty cluster on a free port in a fresh temporary folder (removed by destroy())."""
     root = Path(tempfile.mkdtemp(prefix="lora-runner-pg-"))
     # The server runs as `postgres` when we are root: it must be able to reach its data folder.
     os.chmod(root, 0o755)  # noqa: S103
-    return LocalPostgres(data_dir=root / "data", port=free_port())
+    return LocalPostgres(data_dir=root / "data", port=free_port(), settings=settings or {})
 
 
 def migration_files() -> list[Path]:
