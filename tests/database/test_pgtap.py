@@ -1,7 +1,8 @@
 """Runs the pgTAP suite under supabase/tests/database with pg_prove, one pytest case per file.
 
-The same files run against a Supabase project with `supabase test db`; here each file gets a
-fresh clone of the migrated template database.
+The same files run against a Supabase project with `supabase test db`, which runs them in name
+order on one database; here each file gets a fresh clone of the migrated template database, with
+the shared helpers file (which commits its `tests` schema) run before it, as that order would.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import pytest
 from tests.conftest import ClonedDatabase, conninfo_param
 
 PGTAP_DIR = Path(__file__).resolve().parents[2] / "supabase" / "tests" / "database"
-PGTAP_FILES = sorted(PGTAP_DIR.glob("*.sql"))
+HELPERS = PGTAP_DIR / "000-test-helpers.sql"
+PGTAP_FILES = sorted(p for p in PGTAP_DIR.glob("*.sql") if p != HELPERS)
 
 
 def test_pgtap_suite_exists() -> None:
     """The RLS suite is there to run (a missing folder would silently test nothing)."""
     assert PGTAP_FILES, f"no pgTAP files in {PGTAP_DIR}"
+    assert HELPERS.exists()
 
 
 @pytest.mark.parametrize("path", PGTAP_FILES, ids=[p.name for p in PGTAP_FILES])
@@ -43,6 +46,7 @@ def test_pgtap_file(path: Path, test_db: ClonedDatabase) -> None:
             conninfo_param(test_db.admin, "user"),
             "--dbname",
             test_db.name,
+            str(HELPERS),
             str(path),
         ],
         capture_output=True,
