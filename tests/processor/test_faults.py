@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
 import uuid
 from typing import Any
+
+import psycopg
 
 from shared.cluster import SubmitRequest
 from shared.models import JobStatus
@@ -204,14 +208,12 @@ def test_job_failing_mid_run_is_failed_with_the_clusters_error(stack: Stack) -> 
 
 
 def _cancel_as_owner(stack: Stack, job_id: uuid.UUID) -> None:
-    import psycopg
-
-    owner = stack.job(job_id)["user_id"]
+    """The owner's own cancel, as PostgREST would run it: as `authenticated` with their claims."""
+    owner = uuid.UUID(stack.job(job_id)["user_id"])
     with psycopg.connect(stack.test_db.app, autocommit=True) as conn:
         conn.execute("set role authenticated")
         conn.execute(
-            "select set_config('request.jwt.claims', %s, false)",
-            (__import__("json").dumps(claims_for(uuid.UUID(owner))),),
+            "select set_config('request.jwt.claims', %s, false)", (json.dumps(claims_for(owner)),)
         )
         conn.execute("update training_jobs set status = 'cancelled' where id = %s", (job_id,))
 
@@ -224,8 +226,8 @@ def _cycle_in_background(stack: Stack) -> tuple[threading.Thread, list[CycleSumm
 
 
 def test_cancel_during_submission_reaches_the_cluster(stack: Stack) -> None:
-    """A cancel that arrives while the submission is in flight ends cancelled, and the cluster
-    is told in the same cycle."""
+    """A cancel that arrives while the submission is in flight ends cancelled: the external id
+    is still recorded, and the cluster is told in the same cycle."""
     stack.sim.inject({"endpoint": "submit", "kind": "latency", "seconds": 0.6})
     job_id = stack.queued_job()
     thread, _ = _cycle_in_background(stack)
@@ -236,6 +238,26 @@ def test_cancel_during_submission_reaches_the_cluster(stack: Stack) -> None:
     assert job["status"] == "cancelled"
     assert job["external_job_id"]
     assert job["cancel_delivered_at"] is not None
+    assert stack.sim.job(job["external_job_id"])["status"] == "cancelled"
+
+
+def test_cancel_during_submission_is_delivered_once_the_cluster_is_back(stack: Stack) -> None:
+    """When the cluster refuses the cancel right after the submission, a later cycle delivers
+    it."""
+    stack.sim.inject(
+        {"endpoint": "submit", "kind": "latency", "seconds": 0.6},
+        {"endpoint": "cancel", "kind": "refuse"},
+    )
+    job_id = stack.queued_job()
+    thread, out = _cycle_in_background(stack)
+    _wait_for(lambda: stack.status(job_id) is JobStatus.INITIALIZING)
+    _cancel_as_owner(stack, job_id)
+    thread.join()
+    job = stack.job(job_id)
+    assert (job["status"], job["cancel_delivered_at"]) == ("cancelled", None)
+    assert out[0].cancels_delivered == 0
+    stack.sim._call("DELETE", "/_sim/faults")
+    assert stack.cycle().cancels_delivered == 1
     assert stack.sim.job(job["external_job_id"])["status"] == "cancelled"
 
 
@@ -370,8 +392,6 @@ def test_cycle_stops_before_its_time_budget(stack: Stack) -> None:
 
 
 def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
