@@ -153,6 +153,29 @@ def test_transient_poll_errors_leave_the_job_alive_until_the_cluster_heals(stack
     assert job["attempts"] == 0
 
 
+def test_transient_submit_errors_leave_the_job_queued_for_a_retry(stack: Stack) -> None:
+    """A submission that meets 503s, then refused connections, is retried by later cycles with
+    the same idempotency key, and the job completes once the cluster heals."""
+    stack.sim.inject(
+        {"endpoint": "submit", "kind": "http_error", "status": 503, "times": 2},
+        {"endpoint": "submit", "kind": "refuse", "times": 2},
+    )
+    job_id = stack.queued_job()
+    for attempt in (1, 2):
+        summary = stack.cycle(max_attempts=5)
+        assert (summary.claimed, summary.submitted, summary.errors) == (1, 0, 1)
+        job = stack.job(job_id)
+        assert (job["status"], job["attempts"], job["external_job_id"]) == (
+            "initializing",
+            attempt,
+            None,
+        )
+    stack.run_until(lambda: stack.status(job_id) in TERMINAL)
+    assert stack.status(job_id) is JobStatus.COMPLETED
+    [submission] = stack.sim.submissions().values()
+    assert submission["jobs_created"] == 1
+
+
 def test_permanent_rejection_fails_the_job_with_the_clusters_message(stack: Stack) -> None:
     """A 4xx on submission fails the job at once with the cluster's own message."""
     stack.sim.inject(
