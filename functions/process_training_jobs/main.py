@@ -8,6 +8,7 @@ the cycle summary as JSON.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import functions_framework
 from flask import Request, Response
@@ -26,7 +27,7 @@ from shared.logs import log_event
 from shared.processor import Processor, ProcessorOptions
 
 
-async def _run_cycle() -> dict[str, object]:
+async def _run_cycle() -> dict[str, Any]:
     cluster = services.cluster()
     try:
         processor = Processor(

@@ -202,7 +202,7 @@ def apply_schema(conninfo: str, *, seed: bool = False) -> None:
         for path in files:
             try:
                 with conn.transaction():
-                    conn.execute(path.read_text())  # type: ignore[call-overload]
+                    conn.execute(path.read_text())
             except psycopg.Error as exc:
                 raise RuntimeError(f"{path.relative_to(REPO)} failed: {exc}") from exc
 
