@@ -34,6 +34,25 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	@# Every function is its own `main` module, so each is type-checked on its own.
+	for f in functions/*/main.py; do $(VENV)/bin/mypy "$$f" || exit 1; done
+	@if command -v terraform >/dev/null 2>&1; then \
+		terraform fmt -check -recursive infra/terraform; \
+	else \
+		echo "terraform is not on PATH: skipping terraform fmt -check"; \
+	fi
+
+.PHONY: bundle deploy
+
+## bundle: one self-contained zip per cloud function in build/bundles (main.py, shared/, requirements.txt)
+bundle: install
+	$(PY) -m infra.bundle
+
+## deploy: bundle, then terraform init + apply with TFVARS (default infra/terraform/terraform.tfvars);
+## AUTO_APPROVE=1 applies without asking
+TFVARS ?= infra/terraform/terraform.tfvars
+deploy: install
+	$(PY) -m infra.deploy --tfvars $(TFVARS) $(if $(AUTO_APPROVE),--auto-approve)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output
