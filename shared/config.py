@@ -7,6 +7,7 @@ demand the cluster's key. A missing or malformed variable fails at start with a
 
 from __future__ import annotations
 
+import re
 from typing import Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
@@ -152,5 +153,86 @@ class ProcessorSettings(BaseSettings):
         if self.cron_secret is None and not self.processor_trust_platform_auth:
             raise ValueError(
                 "set CRON_SECRET, or PROCESSOR_TRUST_PLATFORM_AUTH=true behind Cloud Run IAM"
+            )
+        return self
+
+
+class AuthSettings(BaseSettings):
+    """How get-job and cancel-job verify Supabase user JWTs (DESIGN section 8).
+
+    Tokens signed with the project's asymmetric keys (ES256, RS256) are checked against its JWKS,
+    at SUPABASE_JWKS_URL or, by default, the one Supabase publishes under SUPABASE_URL; tokens
+    signed with the legacy shared secret (HS256) against SUPABASE_JWT_SECRET. Either or both.
+    """
+
+    model_config = _CONFIG
+
+    supabase_url: str | None = None
+    supabase_jwks_url: str | None = None
+    supabase_jwt_secret: SecretStr | None = None
+    # How long fetched keys are trusted before the JWKS is read again.
+    jwks_cache_seconds: float = Field(default=600.0, gt=0)
+    # A token with an unknown key id refreshes the keys at most this often, so a stream of forged
+    # key ids cannot make every request fetch the JWKS.
+    jwks_refresh_cooldown_seconds: float = Field(default=30.0, ge=0)
+    jwks_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @property
+    def jwks_url(self) -> str | None:
+        if self.supabase_jwks_url:
+            return self.supabase_jwks_url
+        if self.supabase_url:
+            return self.supabase_url.rstrip("/") + "/auth/v1/.well-known/jwks.json"
+        return None
+
+    @property
+    def jwt_secret(self) -> str | None:
+        return self.supabase_jwt_secret.get_secret_value() if self.supabase_jwt_secret else None
+
+    @model_validator(mode="after")
+    def _some_way_to_verify(self) -> AuthSettings:
+        if self.jwks_url is None and self.jwt_secret is None:
+            raise ValueError(
+                "set SUPABASE_JWKS_URL (or SUPABASE_URL, from which it is derived) and/or "
+                "SUPABASE_JWT_SECRET to verify users' tokens"
+            )
+        if self.jwks_url is not None and not self.jwks_url.startswith(("https://", "http://")):
+            raise ValueError("SUPABASE_JWKS_URL must be an http(s) URL")
+        # HS256 with a short secret is brute-forceable; Supabase's are 32 characters or longer.
+        if self.jwt_secret is not None and len(self.jwt_secret) < 32:
+            raise ValueError("SUPABASE_JWT_SECRET must be at least 32 characters long")
+        return self
+
+
+# A browser's Origin header: scheme, host (a name or a bracketed IPv6 address) and maybe a port.
+_ORIGIN = re.compile(r"https?://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
+class ApiSettings(BaseSettings):
+    """The user-facing functions' HTTP behaviour: CORS, and how long cancel-job waits for the
+    cluster before leaving the cancel to the processor."""
+
+    model_config = _CONFIG
+
+    # Comma-separated origins (scheme://host[:port]) allowed to call from a browser; `*` allows
+    # any (safe here: authentication is a bearer token, never a cookie). Empty: no CORS.
+    allowed_origins: str = ""
+    cancel_cluster_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(
+            origin.strip().rstrip("/").lower()
+            for origin in self.allowed_origins.split(",")
+            if origin.strip()
+        )
+
+    @model_validator(mode="after")
+    def _origins_well_formed(self) -> ApiSettings:
+        malformed = sorted(o for o in self.origins if o != "*" and not _ORIGIN.fullmatch(o))
+        if malformed:
+            raise ValueError(
+                "ALLOWED_ORIGINS takes scheme://host[:port] origins, comma-separated; not "
+                + ", ".join(malformed)
             )
         return self

@@ -21,6 +21,27 @@ class ConfigurationError(LoraRunnerError):
     """The runner is not configured correctly."""
 
 
+# --- callers -------------------------------------------------------------------------------------
+
+
+class InvalidRequest(LoraRunnerError):
+    """The request is not valid."""
+
+
+class NotAuthenticated(LoraRunnerError):
+    """Sign in to continue: this request needs a valid access token."""
+
+    def __init__(self, message: str | None = None, *, token_given: bool = True) -> None:
+        super().__init__(message)
+        # RFC 6750: a request without credentials is told the scheme only; one with a bad token
+        # is told the token is invalid.
+        self.token_given = token_given
+
+
+class AuthUnavailable(LoraRunnerError):
+    """Your sign-in could not be checked right now; try again in a moment."""
+
+
 # --- database ------------------------------------------------------------------------------------
 
 

@@ -1,16 +1,19 @@
 """The production wiring: clients built once per process from the environment.
 
-Cloud Functions reuse a process across invocations, so the database pool and storage client are
-kept; the cluster client is made per cycle because its connections belong to that cycle's event
-loop.
+Cloud Functions reuse a process across invocations, so the database pool, the storage client and
+the token verifier (with its cached signing keys) are kept; the cluster client is made per cycle
+(or per cancel) because its connections belong to that call's event loop.
 """
 
 from __future__ import annotations
 
 import functools
 
+from shared.auth import TokenVerifier
 from shared.cluster import RestTrainingCluster, TrainingCluster
 from shared.config import (
+    ApiSettings,
+    AuthSettings,
     ClusterSettings,
     DatabaseSettings,
     ProcessorSettings,
@@ -71,3 +74,13 @@ def cluster() -> TrainingCluster:
         read_timeout=settings.gpu_cluster_read_timeout_seconds,
         max_attempts=settings.gpu_cluster_max_attempts,
     )
+
+
+@functools.cache
+def api_settings() -> ApiSettings:
+    return load(ApiSettings)
+
+
+@functools.cache
+def token_verifier() -> TokenVerifier:
+    return TokenVerifier.from_settings(load(AuthSettings))

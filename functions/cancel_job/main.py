@@ -1,0 +1,65 @@
+"""cancel-job: cancels the caller's queued, initializing or running training job.
+
+POST /<job id> with `Authorization: Bearer <Supabase user JWT>`. The job is cancelled in the
+database at once (its running cost stops there: final cost, cost record and notification come
+with it); then the GPU cluster is told. If the cluster cannot be reached in time the cancel still
+stands, and the processor delivers it on a later cycle. 200 with the cancelled job; 409 when it
+has already ended; 404 when there is no such job or it is not the caller's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import functions_framework
+from flask import Request, Response
+
+from shared import services
+from shared.errors import ClusterError, ClusterRejected, DatabaseError
+from shared.http import bearer_token, job_id_from, json_response, serve
+from shared.logs import log_event
+
+
+@functions_framework.http
+def cancel_job(request: Request) -> Response:
+    return serve(request, ["POST"], _cancel_job, services.api_settings)
+
+
+def _cancel_job(request: Request) -> Response:
+    user = services.token_verifier().verify(bearer_token(request))
+    job_id = job_id_from(request)
+    # A missing cluster setting fails here, before anything has changed.
+    services.cluster_settings()
+    database = services.database()
+    job = database.call("cancel_training_job", {"p_job_id": job_id}, as_user=user)
+    if job["external_job_id"] and asyncio.run(_tell_cluster(job_id, job["external_job_id"])):
+        try:
+            database.call("processor_record_cancels_delivered", {"p_job_ids": [job_id]})
+        except DatabaseError as exc:
+            # The processor will deliver it again; the cluster takes a cancel twice.
+            log_event(
+                "cancel delivery not recorded", severity="WARNING", job_id=job_id, error=exc.message
+            )
+    return json_response({"success": True, "data": {"job": job}})
+
+
+async def _tell_cluster(job_id: str, external_job_id: str) -> bool:
+    """Whether the cluster has stopped the run; False leaves the cancel to the processor."""
+    cluster = services.cluster()
+    try:
+        async with asyncio.timeout(services.api_settings().cancel_cluster_timeout_seconds):
+            await cluster.cancel(external_job_id)
+    except ClusterRejected as exc:
+        if exc.status_code == 404:
+            return True  # the cluster no longer knows the run: nothing is left to stop
+        problem = exc.message
+    except ClusterError as exc:
+        problem = exc.message
+    except TimeoutError:
+        problem = "the cluster did not answer in time"
+    else:
+        return True
+    finally:
+        await cluster.aclose()
+    log_event("cancel left to the processor", severity="WARNING", job_id=job_id, error=problem)
+    return False

@@ -1,0 +1,40 @@
+"""get-job: one training job with its dataset, chart-ready metrics and costs, for its owner.
+
+GET /<job id> (or /?job_id=<job id>) with `Authorization: Bearer <Supabase user JWT>`. Query:
+`max_points` (2-5000, default 500): the series is downsampled in the database to at most that
+many points, keeping the first and last and each range's lowest and highest loss; `since_step`:
+only the points after that step, for incremental polling. Answers with an ETag, and 304 to an
+`If-None-Match` that names it. RLS decides what the caller sees: another user's job is a 404.
+"""
+
+from __future__ import annotations
+
+import functions_framework
+from flask import Request, Response
+
+from shared import services
+from shared.http import bearer_token, etag_response, int_param, job_id_from, serve
+
+DEFAULT_MAX_POINTS = 500
+MAX_POINTS_LIMIT = 5000
+LARGEST_STEP = 2**31 - 1
+
+
+@functions_framework.http
+def get_job(request: Request) -> Response:
+    return serve(request, ["GET"], _get_job, services.api_settings)
+
+
+def _get_job(request: Request) -> Response:
+    user = services.token_verifier().verify(bearer_token(request))
+    job_id = job_id_from(request, query_param="job_id")
+    max_points = int_param(
+        request, "max_points", default=DEFAULT_MAX_POINTS, minimum=2, maximum=MAX_POINTS_LIMIT
+    )
+    since_step = int_param(request, "since_step", default=None, minimum=0, maximum=LARGEST_STEP)
+    detail = services.database().call(
+        "get_job_detail",
+        {"p_job_id": job_id, "p_max_points": max_points, "p_since_step": since_step},
+        as_user=user,
+    )
+    return etag_response(request, {"success": True, "data": detail})
