@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test lint install deps clean
+.PHONY: dev test lint install deps web-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,16 +17,25 @@ $(STAMP): pyproject.toml
 ## install: the Python virtualenv with the pinned dependencies
 install: $(STAMP)
 
-## deps: system packages (PostgreSQL, pgTAP, pg_prove), installed only when missing
+## deps: system packages (PostgreSQL, pgTAP, pg_prove, Chromium), installed only when missing
 deps:
 	bash infra/local/install-system-deps.sh
 
-## dev: a local PostgreSQL with bootstrap, migrations and seed (Ctrl-C stops it)
-dev: deps install
+# The monitor page's npm packages (uPlot), again whenever the lockfile changes.
+WEB_STAMP := web/node_modules/.installed
+$(WEB_STAMP): web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $(WEB_STAMP)
+
+## web-deps: the monitor page's npm packages, from web/package-lock.json
+web-deps: $(WEB_STAMP)
+
+## dev: the whole system locally, and a URL of the monitor on a demo job (Ctrl-C stops it)
+dev: deps install web-deps
 	$(PY) -m infra.local.dev
 
 ## test: every test, against a throwaway PostgreSQL unless DATABASE_URL is given
-test: deps install
+test: deps install web-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## lint: ruff (lint + format check) and mypy --strict

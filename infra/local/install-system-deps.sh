@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the local stack and the tests need, from Debian's archive, only
-# when they are missing: PostgreSQL, pgTAP and pg_prove. Safe to run again.
+# when they are missing: PostgreSQL, pgTAP, pg_prove, and Chromium for the browser tests (driven
+# by Playwright at /usr/bin/chromium; Playwright never downloads a browser of its own here).
+# Safe to run again.
 set -euo pipefail
 
 SUDO=""
@@ -24,6 +26,7 @@ if [ -z "$major" ] || [ ! -f "/usr/share/postgresql/$major/extension/pgtap.contr
   missing+=("postgresql-${major:-15}-pgtap")
 fi
 command -v pg_prove >/dev/null 2>&1 || missing+=(libtap-parser-sourcehandler-pgtap-perl)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

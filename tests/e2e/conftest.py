@@ -1,0 +1,227 @@
+"""Browser tests of the monitor page against the stack `make dev` runs.
+
+The same orchestrator (`infra.local.dev.DevStack`) is started once for these tests, on free ports,
+with a simulator fast enough that a run takes seconds. Debian's Chromium (installed by `make deps`)
+is driven by Playwright; no browser is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, LiteralString
+
+import psycopg
+import pytest
+from playwright.sync_api import Browser, Page, Request, sync_playwright
+
+from infra.local.dev import DEMO_USER_ID, DevSettings, DevStack
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    # This machine has no network beyond loopback: Chromium's own connections only fail slowly.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
+# The page polls every second here instead of every five: same code path, shorter tests.
+POLL_SECONDS = 1.0
+# A seeded-size run (200 pairs, batch 8, 3 epochs: 75 steps) takes 7.5 s: a few polls to watch.
+STEPS_PER_SECOND = 10.0
+
+
+@contextlib.contextmanager
+def dev_root() -> Iterator[Path]:
+    """A fresh folder for a stack's database and logs, removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="lora-runner-e2e-"))
+    # PostgreSQL runs as `postgres` when the tests run as root: it must reach its folder.
+    os.chmod(root, 0o755)  # noqa: S103
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="package")
+def dev_stack() -> Iterator[DevStack]:
+    with dev_root() as root, DevStack(_fast_settings(root), out=io.StringIO()) as stack:
+        yield stack
+
+
+def _fast_settings(root: Path) -> DevSettings:
+    return DevSettings(
+        pg_port=0,
+        s3_port=0,
+        cluster_port=0,
+        processor_port=0,
+        get_job_port=0,
+        cancel_job_port=0,
+        web_port=0,
+        scheduler_interval_seconds=0.5,
+        steps_per_second=STEPS_PER_SECOND,
+        init_seconds=0.5,
+        root=root,
+    )
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make deps` installs Debian's chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@dataclass
+class Monitor:
+    """A browser tab on the monitor page, counting the requests it sends to get-job."""
+
+    page: Page
+    stack: DevStack
+    get_job_requests: list[Request] = field(default_factory=list)
+
+    def open(self, job_id: str, *, token: str | None = None) -> None:
+        self.page.goto(self.stack.monitor_url(job_id, token=token, poll_seconds=POLL_SECONDS))
+
+    def field(self, name: str) -> Any:
+        return self.page.locator(f'[data-field="{name}"]')
+
+    def chart_points(self, chart: str = "loss") -> int:
+        value = self.page.locator(f'[data-chart="{chart}"]').get_attribute("data-points")
+        return int(value or 0)
+
+    def screenshot(self, name: str) -> Path:
+        OUTPUT.mkdir(exist_ok=True)
+        path = OUTPUT / name
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+@pytest.fixture
+def monitor(browser: Browser, dev_stack: DevStack) -> Iterator[Monitor]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    monitor = Monitor(page, dev_stack)
+    get_job = dev_stack.urls["get-job"]
+
+    def count(request: Request) -> None:
+        # GETs only: whether a CORS preflight shows up here is the browser's business.
+        if request.method == "GET" and request.url.startswith(get_job):
+            monitor.get_job_requests.append(request)
+
+    page.on("request", count)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield monitor
+    context.close()
+    assert errors == [], f"the page raised: {errors}"
+
+
+@dataclass
+class DemoData:
+    """Rows of the demo user's, arranged straight in the database as the frontend would."""
+
+    conninfo: str
+    job_ids: list[str] = field(default_factory=list)
+
+    def dataset_id(self, bucket: str) -> str:
+        row = self._one(
+            "select id::text from datasets where user_id = %s"
+            " and coalesce(storage_bucket, 'lora-datasets') = %s",
+            (DEMO_USER_ID, bucket),
+        )
+        return str(row[0])
+
+    def queue_job(
+        self,
+        *,
+        bucket: str = "lora-datasets",
+        epochs: int = 3,
+        batch_size: int = 8,
+        gpu_type: str = "A100",
+        gpu_count: int = 1,
+        **hyperparameters: Any,
+    ) -> str:
+        """A queued job on the demo dataset in `bucket`; the scheduler picks it up at once."""
+        params = {"epochs": epochs, "batch_size": batch_size, "learning_rate": 2e-4}
+        params.update(hyperparameters)
+        row = self._one(
+            "insert into training_jobs"
+            " (user_id, dataset_id, total_epochs, hyperparameters, gpu_config)"
+            " values (%s, %s, %s, %s, %s) returning id::text",
+            (
+                DEMO_USER_ID,
+                self.dataset_id(bucket),
+                epochs,
+                json.dumps(params),
+                json.dumps({"gpu_type": gpu_type, "gpu_count": gpu_count}),
+            ),
+        )
+        self.job_ids.append(str(row[0]))
+        return str(row[0])
+
+    def cancel_unfinished(self) -> None:
+        """Cancel this test's jobs still active, so they load no later test."""
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute(
+                "update training_jobs set status = 'cancelled' where id = any(%s::uuid[])"
+                " and status in ('queued', 'initializing', 'running')",
+                (self.job_ids,),
+            )
+
+    def stalled_job(self, *, steps_done: int, total_steps: int, idle: timedelta) -> str:
+        """A job running for a while whose steps stopped `idle` ago, on a cluster the processor
+        will not ask about for a day: nothing moves it while a test looks at it."""
+        job_id = self.queue_job()
+        with psycopg.connect(self.conninfo) as conn, conn.transaction():
+            conn.execute(
+                "update training_jobs set status = 'initializing',"
+                " next_poll_at = now() + interval '1 day' where id = %s",
+                (job_id,),
+            )
+            conn.execute(
+                "update training_jobs set status = 'running', external_job_id = 'stalled-run',"
+                " started_at = now() - 2 * %s::interval, last_progress_at = now() - %s::interval,"
+                " current_step = %s, total_steps = %s, current_epoch = 1,"
+                " progress = round(100.0 * %s / %s, 2) where id = %s",
+                (idle, idle, steps_done, total_steps, steps_done, total_steps, job_id),
+            )
+        return job_id
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        row = self._one("select to_jsonb(j) from training_jobs j where id = %s", (job_id,))
+        result: dict[str, Any] = row[0]
+        return result
+
+    def count_points(self, job_id: str) -> int:
+        row = self._one("select count(*) from metrics_points where job_id = %s", (job_id,))
+        return int(row[0])
+
+    def _one(self, query: LiteralString, params: tuple[Any, ...]) -> tuple[Any, ...]:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            row = conn.execute(query, params).fetchone()
+        assert row is not None, query
+        return row
+
+
+@pytest.fixture
+def demo(dev_stack: DevStack) -> Iterator[DemoData]:
+    data = DemoData(dev_stack.admin_conninfo)
+    yield data
+    data.cancel_unfinished()
