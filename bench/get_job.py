@@ -6,28 +6,23 @@ with max_points=500 through HTTP, as the monitor page makes them. Prints p50 and
 the response size, and the ratio of the 1,000,000-point case to the 1,000-point one (the goal:
 at most 3, since downsampling reads rollups, not every point).
 
-    .venv/bin/python bench/get_job.py [--requests 200]
+    .venv/bin/python -m bench.get_job [--requests 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-# Run as a script from anywhere: the local stack (infra) is not an installed package.
-sys.path.insert(0, str(REPO))
+import httpx
+import jwt
+import psycopg
 
-import httpx  # noqa: E402
-import jwt  # noqa: E402
-import psycopg  # noqa: E402
-
-from infra.local import postgres  # noqa: E402
-from infra.local.processes import start_function  # noqa: E402
+from infra.local import postgres
+from infra.local.processes import start_function
 
 SIZES = (1_000, 100_000, 1_000_000)
 MAX_POINTS = 500
@@ -109,7 +104,7 @@ def main() -> None:
             "DATABASE_URL": server.conninfo("bench", user=postgres.APP_USER),
             "SUPABASE_JWT_SECRET": JWT_SECRET,
         }
-        source = REPO / "functions" / "get_job" / "main.py"
+        source = Path(__file__).resolve().parents[1] / "functions" / "get_job" / "main.py"
         with (
             start_function(source, "get_job", env=env) as function,
             httpx.Client(
