@@ -270,29 +270,40 @@ class Processor:
         )
         if not pending:
             return
-        delivered = await self._run_all(
+        outcomes = await self._run_all(
             [functools.partial(self._cancel_one, job) for job in pending],
             deadline,
             on_timeout=lambda i: None,
         )
-        job_ids = [job_id for job_id in delivered if job_id is not None]
-        if job_ids:
+        deliveries = [outcome for outcome in outcomes if outcome is not None]
+        if deliveries:
             summary.cancels_delivered = await self._call(
-                summary, "processor_record_cancels_delivered", {"p_job_ids": job_ids}
+                summary, "processor_record_cancels_delivered", {"p_deliveries": deliveries}
             )
-        summary.errors += len(pending) - len(job_ids)
+        summary.errors += len(pending) - len(deliveries)
 
-    async def _cancel_one(self, job: dict[str, Any]) -> str | None:
+    async def _cancel_one(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """Stop the job's run at the cluster: the delivery to record, or None to try again."""
+        delivered: dict[str, Any] = {"job_id": job["job_id"], "external_job_id": None}
+        external_job_id = job["external_job_id"]
+        if external_job_id is None:
+            # Cancelled while a submission that got no answer was in flight: the same key tells
+            # us the run the cluster started, if it started one.
+            outcome = await self._submit_one(job)
+            if outcome["outcome"] == "rejected":
+                return delivered  # the cluster took nothing: nothing to stop
+            if outcome["outcome"] != "submitted":
+                return None
+            external_job_id = outcome["external_job_id"]
         try:
-            await self._cluster.cancel(job["external_job_id"])
+            await self._cluster.cancel(external_job_id)
         except ClusterRejected as exc:
-            # The cluster does not know the job (any more): there is nothing left to stop.
-            if exc.status_code == 404:
-                return str(job["job_id"])
-            return None
+            # The cluster does not know the run (any more): there is nothing left to stop.
+            if exc.status_code != 404:
+                return None
         except ClusterUnavailable:
             return None
-        return str(job["job_id"])
+        return {**delivered, "external_job_id": external_job_id}
 
     # --- concurrency ---------------------------------------------------------------------------
 

@@ -100,6 +100,10 @@ begin
     new.estimated_completion_at := null;
     if new.status = 'cancelled' then
       new.cancel_requested_at := coalesce(new.cancel_requested_at, now());
+      -- Never submitted (no idempotency key, no external id): nothing to tell the cluster.
+      if new.idempotency_key is null and new.external_job_id is null then
+        new.cancel_delivered_at := coalesce(new.cancel_delivered_at, now());
+      end if;
     end if;
     if new.status = 'completed' then
       new.progress := 100;

@@ -446,35 +446,53 @@ $$;
 
 -- Cancelled jobs the cluster has not yet acknowledged. Delivery is idempotent at the cluster, so
 -- two cycles delivering the same cancel is harmless; no lease needed.
+--
+-- A job cancelled while its submission was in flight, whose submission then failed without an
+-- answer, has no external id, yet the cluster may have started it: such jobs come back with what
+-- a resubmission needs, so the processor can learn the external id under the same idempotency
+-- key and stop the run. Jobs cancelled before any submission (no idempotency key) never appear:
+-- the state machine marks their cancel delivered, there being nothing to tell the cluster.
 create function public.processor_pending_cancels(p_limit integer) returns jsonb
 language sql
 stable
 set search_path = ''
 as $$
   select coalesce(jsonb_agg(jsonb_build_object(
-    'job_id', j.id, 'external_job_id', j.external_job_id)), '[]'::jsonb)
+    'job_id', j.id,
+    'external_job_id', j.external_job_id,
+    'idempotency_key', j.idempotency_key,
+    'hyperparameters', j.hyperparameters,
+    'gpu_config', j.gpu_config,
+    'storage_bucket', d.storage_bucket,
+    'storage_path', d.storage_path
+  ) order by j.cancel_requested_at), '[]'::jsonb)
   from (
-    select id, external_job_id
+    select id, external_job_id, idempotency_key, hyperparameters, gpu_config, dataset_id,
+           cancel_requested_at
     from public.training_jobs
     where cancel_requested_at is not null
       and cancel_delivered_at is null
-      and external_job_id is not null
+      and (external_job_id is not null or idempotency_key is not null)
     order by cancel_requested_at
     limit p_limit
   ) j
+  join public.datasets d on d.id = j.dataset_id
 $$;
 
--- p_job_ids: a JSON array of job ids (structured arguments are jsonb on every gateway call).
-create function public.processor_record_cancels_delivered(p_job_ids jsonb) returns integer
+-- p_deliveries: [{job_id, external_job_id}] for cancels the cluster acknowledged (or that it
+-- never needed); an external id learned while delivering is kept when the job had none.
+create function public.processor_record_cancels_delivered(p_deliveries jsonb) returns integer
 language sql
 volatile
 set search_path = ''
 as $$
   with delivered as (
-    update public.training_jobs
-    set cancel_delivered_at = now()
-    where id in (select value::uuid from jsonb_array_elements_text(p_job_ids))
-      and cancel_delivered_at is null
+    update public.training_jobs j
+    set cancel_delivered_at = now(),
+        external_job_id = coalesce(j.external_job_id, r.external_job_id)
+    from jsonb_to_recordset(p_deliveries) as r(job_id uuid, external_job_id text)
+    where j.id = r.job_id
+      and j.cancel_delivered_at is null
     returning 1
   )
   select count(*)::integer from delivered

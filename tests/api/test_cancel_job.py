@@ -197,7 +197,9 @@ def test_unreachable_cluster_still_cancels_and_leaves_the_delivery_pending(
     assert stored["cancel_delivered_at"] is None
     pending = api_admin.execute("select processor_pending_cancels(1000)").fetchone()
     assert pending is not None
-    assert {"job_id": str(job_id), "external_job_id": external_id} in pending[0]
+    assert [
+        {"job_id": p["job_id"], "external_job_id": p["external_job_id"]} for p in pending[0]
+    ] == [{"job_id": str(job_id), "external_job_id": external_id}]
 
 
 # --- against the real cluster simulator and processor -------------------------------------------

@@ -284,6 +284,46 @@ def test_cancel_during_submission_is_delivered_once_the_cluster_is_back(stack: S
     assert stack.sim.job(job["external_job_id"])["status"] == "cancelled"
 
 
+def test_cancel_during_a_submission_that_got_no_answer_still_stops_the_run(
+    stack: Stack,
+) -> None:
+    """The cluster accepts a submission but its answer never arrives, and the owner cancels
+    meanwhile: the processor learns the run under the same idempotency key and stops it."""
+    # Both attempts time out (read timeout 1 s); the cluster starts the run anyway.
+    stack.sim.configure(steps_per_second=2)
+    stack.sim.inject({"endpoint": "submit", "kind": "latency", "seconds": 1.5, "times": 2})
+    job_id = stack.queued_job()
+    thread, out = _cycle_in_background(stack)
+    _wait_for(lambda: stack.status(job_id) is JobStatus.INITIALIZING)
+    _cancel_as_owner(stack, job_id)
+    thread.join()
+    assert out[0].submitted == 0
+    job = stack.job(job_id)
+    assert job["status"] == "cancelled"
+    if job["cancel_delivered_at"] is None:
+        # The run appeared after this cycle's delivery attempt: the next cycle stops it.
+        asyncio.run(asyncio.sleep(1.0))
+        assert stack.cycle().cancels_delivered == 1
+        job = stack.job(job_id)
+    [submission] = stack.sim.submissions().values()
+    assert submission["jobs_created"] == 1
+    assert job["external_job_id"] == submission["external_job_id"]
+    assert job["cancel_delivered_at"] is not None
+    assert stack.sim.job(job["external_job_id"])["status"] == "cancelled"
+
+
+def test_cancel_of_a_job_never_submitted_needs_no_delivery(stack: Stack) -> None:
+    """A job cancelled while still queued is never sent to the cluster, and nothing is left
+    pending for it."""
+    job_id = stack.queued_job()
+    _cancel_as_owner(stack, job_id)
+    summary = stack.cycle()
+    assert (summary.claimed, summary.cancels_delivered, summary.errors) == (0, 0, 0)
+    job = stack.job(job_id)
+    assert job["cancel_delivered_at"] is not None
+    assert stack.sim.requests() == {"submit": 0, "status": 0, "cancel": 0}
+
+
 def test_cancel_during_polling_reaches_the_cluster_even_if_it_was_down(stack: Stack) -> None:
     """A cancel arriving while a poll is in flight ends cancelled; the cluster, down when the
     cancel is first delivered, is told by a later cycle."""
