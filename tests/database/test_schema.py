@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import psycopg
 import pytest
 from pydantic import BaseModel
@@ -66,3 +68,11 @@ def test_bootstrap_and_migrations_apply_twice_to_the_same_server(
         assert row == (2,)
     finally:
         postgres.drop_database(dsn, name)
+
+
+def test_private_schema_is_not_served_by_the_data_api() -> None:
+    """Supabase's Data API serves only `public`: the rollups in `lora_private` stay reachable
+    through get_job_detail alone (pgTAP cannot read the API settings, so this reads them)."""
+    config = tomllib.loads((postgres.REPO / "supabase" / "config.toml").read_text())
+    assert config["api"]["schemas"] == ["public"]
+    assert "lora_private" not in config["api"]["extra_search_path"]
