@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -81,16 +82,25 @@ def template_db(pg_server: PgServer) -> Iterator[str]:
         postgres.drop_database(pg_server.admin(), name)
 
 
-@pytest.fixture
-def test_db(pg_server: PgServer, template_db: str) -> Iterator[ClonedDatabase]:
-    name = f"lora_test_{uuid.uuid4().hex[:12]}"
-    postgres.create_database(pg_server.admin(), name, template=template_db)
+@contextmanager
+def cloned_database(
+    pg_server: PgServer, template: str, prefix: str = "lora_test"
+) -> Iterator[ClonedDatabase]:
+    """A fresh copy of the migrated template database, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    postgres.create_database(pg_server.admin(), name, template=template)
     try:
         yield ClonedDatabase(
             name=name, admin=pg_server.admin(name), app=pg_server.app(name), server=pg_server
         )
     finally:
         postgres.drop_database(pg_server.admin(), name)
+
+
+@pytest.fixture
+def test_db(pg_server: PgServer, template_db: str) -> Iterator[ClonedDatabase]:
+    with cloned_database(pg_server, template_db) as database:
+        yield database
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 from infra.local import postgres
 from infra.local.processes import start_function
 from tests.api.tokens import JWT_SECRET, JwksServer, SigningKey, user_claims
-from tests.conftest import ClonedDatabase, PgServer
+from tests.conftest import ClonedDatabase, PgServer, cloned_database
 from tests.factories import make_user
 from tests.processor.conftest import API_KEY as CLUSTER_API_KEY
 
@@ -56,14 +56,8 @@ def jwks(es256_key: SigningKey, rs256_key: SigningKey) -> Iterator[JwksServer]:
 
 @pytest.fixture(scope="session")
 def api_db(pg_server: PgServer, template_db: str) -> Iterator[ClonedDatabase]:
-    name = f"lora_api_{uuid.uuid4().hex[:12]}"
-    postgres.create_database(pg_server.admin(), name, template=template_db)
-    try:
-        yield ClonedDatabase(
-            name=name, admin=pg_server.admin(name), app=pg_server.app(name), server=pg_server
-        )
-    finally:
-        postgres.drop_database(pg_server.admin(), name)
+    with cloned_database(pg_server, template_db, prefix="lora_api") as database:
+        yield database
 
 
 @pytest.fixture(scope="session")
