@@ -14,29 +14,29 @@ import asyncio
 import functions_framework
 from flask import Request, Response
 
-from shared import services
 from shared.errors import ClusterError, ClusterRejected, DatabaseError
 from shared.http import bearer_token, job_id_from, json_response, serve
 from shared.logs import log_event
+from shared.services.api import api_settings, token_verifier
+from shared.services.cluster import cluster, cluster_settings
+from shared.services.database import database
 
 
 @functions_framework.http
 def cancel_job(request: Request) -> Response:
-    return serve(request, ["POST"], _cancel_job, services.api_settings)
+    return serve(request, ["POST"], _cancel_job, api_settings)
 
 
 def _cancel_job(request: Request) -> Response:
-    user = services.token_verifier().verify(bearer_token(request))
+    user = token_verifier().verify(bearer_token(request))
     job_id = job_id_from(request)
     # A missing cluster setting fails here, before anything has changed.
-    services.cluster_settings()
-    database = services.database()
-    job = database.call("cancel_training_job", {"p_job_id": job_id}, as_user=user)
+    cluster_settings()
+    db = database()
+    job = db.call("cancel_training_job", {"p_job_id": job_id}, as_user=user)
     if job["external_job_id"] and asyncio.run(_tell_cluster(job_id, job["external_job_id"])):
         try:
-            database.call(
-                "processor_record_cancels_delivered", {"p_deliveries": [{"job_id": job_id}]}
-            )
+            db.call("processor_record_cancels_delivered", {"p_deliveries": [{"job_id": job_id}]})
         except DatabaseError as exc:
             # The processor will deliver it again; the cluster takes a cancel twice.
             log_event(
@@ -47,10 +47,10 @@ def _cancel_job(request: Request) -> Response:
 
 async def _tell_cluster(job_id: str, external_job_id: str) -> bool:
     """Whether the cluster has stopped the run; False leaves the cancel to the processor."""
-    cluster = services.cluster()
+    client = cluster()
     try:
-        async with asyncio.timeout(services.api_settings().cancel_cluster_timeout_seconds):
-            await cluster.cancel(external_job_id)
+        async with asyncio.timeout(api_settings().cancel_cluster_timeout_seconds):
+            await client.cancel(external_job_id)
     except ClusterRejected as exc:
         if exc.status_code == 404:
             return True  # the cluster no longer knows the run: nothing is left to stop
@@ -62,6 +62,6 @@ async def _tell_cluster(job_id: str, external_job_id: str) -> bool:
     else:
         return True
     finally:
-        await cluster.aclose()
+        await client.aclose()
     log_event("cancel left to the processor", severity="WARNING", job_id=job_id, error=problem)
     return False

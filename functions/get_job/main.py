@@ -12,8 +12,9 @@ from __future__ import annotations
 import functions_framework
 from flask import Request, Response
 
-from shared import services
 from shared.http import bearer_token, etag_response, int_param, job_id_from, serve
+from shared.services.api import api_settings, token_verifier
+from shared.services.database import database
 
 DEFAULT_MAX_POINTS = 500
 MAX_POINTS_LIMIT = 5000
@@ -22,17 +23,17 @@ LARGEST_STEP = 2**31 - 1
 
 @functions_framework.http
 def get_job(request: Request) -> Response:
-    return serve(request, ["GET"], _get_job, services.api_settings)
+    return serve(request, ["GET"], _get_job, api_settings)
 
 
 def _get_job(request: Request) -> Response:
-    user = services.token_verifier().verify(bearer_token(request))
+    user = token_verifier().verify(bearer_token(request))
     job_id = job_id_from(request, query_param="job_id")
     max_points = int_param(
         request, "max_points", default=DEFAULT_MAX_POINTS, minimum=2, maximum=MAX_POINTS_LIMIT
     )
     since_step = int_param(request, "since_step", default=None, minimum=0, maximum=LARGEST_STEP)
-    detail = services.database().call(
+    detail = database().call(
         "get_job_detail",
         {"p_job_id": job_id, "p_max_points": max_points, "p_since_step": since_step},
         as_user=user,

@@ -13,7 +13,6 @@ from typing import Any
 import functions_framework
 from flask import Request, Response
 
-from shared import services
 from shared.errors import LoraRunnerError
 from shared.http import (
     bearer_token,
@@ -25,24 +24,27 @@ from shared.http import (
 )
 from shared.logs import log_event
 from shared.processor import Processor, ProcessorOptions
+from shared.services.cluster import cluster
+from shared.services.database import database
+from shared.services.processor import processor_settings, storage
 
 
 async def _run_cycle() -> dict[str, Any]:
-    cluster = services.cluster()
+    training_cluster = cluster()
     try:
         processor = Processor(
-            services.database(),
-            cluster,
-            services.storage(),
-            ProcessorOptions.from_settings(services.processor_settings()),
+            database(),
+            training_cluster,
+            storage(),
+            ProcessorOptions.from_settings(processor_settings()),
         )
         return (await processor.run_cycle()).as_dict()
     finally:
-        await cluster.aclose()
+        await training_cluster.aclose()
 
 
 def _authorized(request: Request) -> bool:
-    settings = services.processor_settings()
+    settings = processor_settings()
     if settings.processor_trust_platform_auth:
         return True
     secret = settings.cron_secret

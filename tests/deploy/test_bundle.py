@@ -77,6 +77,24 @@ def test_requirements_are_exact_runtime_pins_from_pyproject(name: str, tmp_path:
     assert not {"pytest", "ruff", "mypy", "moto"} & set(requirement_names(built))
 
 
+@pytest.mark.parametrize(
+    ("name", "needs", "never"),
+    [
+        ("get_job", {"pyjwt", "psycopg", "postgrest"}, {"boto3", "storage3", "tenacity"}),
+        ("cancel_job", {"pyjwt", "tenacity"}, {"boto3", "storage3"}),
+        ("process_training_jobs", {"boto3", "storage3", "tenacity"}, {"pyjwt"}),
+    ],
+)
+def test_each_function_installs_only_what_it_uses(
+    name: str, needs: set[str], never: set[str], tmp_path: Path
+) -> None:
+    """A function's bundle carries the dependencies of the wiring it imports and no other's:
+    get-job installs no S3 or retry library, the processor no JWT library."""
+    names = set(requirement_names(build_bundle(name, tmp_path)))
+    assert needs <= names
+    assert not never & names
+
+
 def test_bundles_are_reproducible(tmp_path: Path) -> None:
     """Building twice gives identical bytes (sorted entries, fixed timestamps), so the content
     hash that names the uploaded object changes only when the content does."""
