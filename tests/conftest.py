@@ -18,6 +18,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra.local import postgres
+from infra.local.processes import ServerProcess, start_cluster_simulator
+from tests.cluster.support import API_KEY, STEPS_PER_SECOND, SimulatorControl
 
 # Read before scrubbing: the one variable a developer may point the tests at.
 _GIVEN_DATABASE_URL = os.environ.get("DATABASE_URL")
@@ -120,3 +122,22 @@ def service_conn(test_db: ClonedDatabase) -> Iterator[psycopg.Connection]:
     with psycopg.connect(test_db.app, autocommit=True) as conn:
         conn.execute("set role service_role")
         yield conn
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[ServerProcess]:
+    """The cluster simulator, one process for the session, over real HTTP."""
+    with start_cluster_simulator(
+        api_key=API_KEY, steps_per_second=STEPS_PER_SECOND, init_seconds=0.0
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def sim(simulator: ServerProcess) -> Iterator[SimulatorControl]:
+    """The simulator's control API, reset before and after the test (pace, faults, runs)."""
+    control = SimulatorControl(simulator.base_url)
+    control.reset()
+    yield control
+    control.reset()
+    control.close()

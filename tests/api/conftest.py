@@ -23,13 +23,13 @@ import pytest
 from infra.local import postgres
 from infra.local.processes import start_function
 from tests.api.tokens import JWT_SECRET, JwksServer, SigningKey, user_claims
+from tests.cluster.support import API_KEY as CLUSTER_API_KEY
 from tests.conftest import ClonedDatabase, PgServer, cloned_database
 from tests.factories import make_user
-from tests.processor.conftest import API_KEY as CLUSTER_API_KEY
 
 # The processor tests' real stack (cluster simulator, S3 server, processor) for the cancel tests
 # that need the cluster: imported so that pytest offers these fixtures here too.
-from tests.processor.conftest import s3, s3_server, sim, simulator, stack  # noqa: F401
+from tests.processor.conftest import s3, s3_server, stack  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 GET_JOB_SOURCE = REPO / "functions" / "get_job" / "main.py"

@@ -1,7 +1,7 @@
 """The cluster tests run the REST client against the real simulator, over real HTTP.
 
-One simulator process serves the whole session, fast enough that a run takes a fraction of a
-second; each test starts from a reset simulator.
+The session's one simulator process (the `simulator` and `sim` fixtures of tests/conftest.py)
+is fast enough that a run takes a fraction of a second; each test starts from a reset simulator.
 """
 
 from __future__ import annotations
@@ -10,33 +10,18 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from infra.local.processes import ServerProcess, start_cluster_simulator
 from shared.cluster import RestTrainingCluster
-from tests.cluster.support import API_KEY, DatasetServer, RecordingSleep, SimulatorControl
-
-# Runs advance this fast in tests unless a test slows them down.
-STEPS_PER_SECOND = 200.0
+from tests.cluster.support import (
+    API_KEY,
+    DatasetServer,
+    RecordingSleep,
+    SimulatorControl,
+)
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="session")
-def simulator() -> Iterator[ServerProcess]:
-    with start_cluster_simulator(
-        api_key=API_KEY, steps_per_second=STEPS_PER_SECOND, init_seconds=0.0
-    ) as server:
-        yield server
-
-
-@pytest.fixture
-def sim(simulator: ServerProcess) -> Iterator[SimulatorControl]:
-    control = SimulatorControl(simulator.base_url)
-    control.reset()
-    yield control
-    control.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,7 @@ import httpx
 import pytest
 
 from infra.local.processes import start_cluster_simulator
-from tests.cluster.conftest import STEPS_PER_SECOND
-from tests.cluster.support import API_KEY, DatasetServer, SimulatorControl
+from tests.cluster.support import API_KEY, STEPS_PER_SECOND, DatasetServer, SimulatorControl
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 

@@ -12,38 +12,18 @@ from typing import Any
 import psycopg
 import pytest
 
-from infra.local.processes import ServerProcess, start_cluster_simulator
 from infra.local.s3 import LocalS3Server, create_buckets, demo_dataset_jsonl
 from shared.cluster import RestTrainingCluster
 from shared.db import DirectDatabase
 from shared.models import JobStatus
 from shared.processor import CycleSummary, Processor, ProcessorOptions
 from shared.storage import S3DatasetStorage
-from tests.cluster.support import RecordingSleep, SimulatorControl
+from tests.cluster.support import API_KEY, RecordingSleep, SimulatorControl
 from tests.conftest import ClonedDatabase
 from tests.factories import make_dataset, make_job, make_user
 
-API_KEY = "processor-test-cluster-key"
-# 200 pairs, batch 8, 3 epochs: 75 steps, finished in well under a second at this pace.
-STEPS_PER_SECOND = 300.0
+# 200 pairs, batch 8, 3 epochs: 75 steps.
 DEMO_PAIRS = 200
-
-
-@pytest.fixture(scope="session")
-def simulator() -> Iterator[ServerProcess]:
-    with start_cluster_simulator(
-        api_key=API_KEY, steps_per_second=STEPS_PER_SECOND, init_seconds=0.0
-    ) as server:
-        yield server
-
-
-@pytest.fixture
-def sim(simulator: ServerProcess) -> Iterator[SimulatorControl]:
-    control = SimulatorControl(simulator.base_url)
-    control.reset()
-    yield control
-    control.reset()
-    control.close()
 
 
 @pytest.fixture(scope="session")

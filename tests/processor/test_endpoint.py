@@ -13,8 +13,9 @@ from infra.local import s3 as local_s3
 from infra.local.processes import ServerProcess, start_function
 from infra.local.s3 import LocalS3Server
 from shared.models import JobStatus
+from tests.cluster.support import API_KEY
 from tests.conftest import ClonedDatabase
-from tests.processor.conftest import API_KEY, Stack
+from tests.processor.conftest import Stack
 
 SOURCE = Path(__file__).resolve().parents[2] / "functions" / "process_training_jobs" / "main.py"
 SECRET = "cron-secret-for-tests"
