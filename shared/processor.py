@@ -116,7 +116,6 @@ class Processor:
         deadline = started + self._options.time_budget_seconds
         summary = CycleSummary()
         owner = uuid.uuid4()
-        self._semaphore = asyncio.Semaphore(self._options.concurrency)
 
         await self._submit_queued(owner, deadline, summary)
         await self._poll_active(owner, deadline, summary)
@@ -157,7 +156,7 @@ class Processor:
         results = await self._run_all(
             [functools.partial(self._submit_one, job) for job in jobs],
             deadline,
-            on_timeout=lambda i: {"job_id": jobs[i]["job_id"], "outcome": "skipped"},
+            fallback=lambda i: {"job_id": jobs[i]["job_id"], "outcome": "skipped"},
         )
         counts = await self._call(
             summary,
@@ -222,7 +221,7 @@ class Processor:
         results = await self._run_all(
             [functools.partial(self._poll_one, job) for job in jobs],
             deadline,
-            on_timeout=lambda i: {"job_id": jobs[i]["job_id"], "outcome": "skipped"},
+            fallback=lambda i: {"job_id": jobs[i]["job_id"], "outcome": "skipped"},
         )
         counts = await self._call(
             summary,
@@ -273,7 +272,7 @@ class Processor:
         outcomes = await self._run_all(
             [functools.partial(self._cancel_one, job) for job in pending],
             deadline,
-            on_timeout=lambda i: None,
+            fallback=lambda i: None,
         )
         deliveries = [outcome for outcome in outcomes if outcome is not None]
         if deliveries:
@@ -312,15 +311,18 @@ class Processor:
         calls: Sequence[Callable[[], Awaitable[_T]]],
         deadline: float,
         *,
-        on_timeout: Callable[[int], _T],
+        fallback: Callable[[int], _T],
     ) -> list[_T]:
-        """Run the calls at most `concurrency` at a time; a call not finished when the budget
-        runs out is cancelled and answered by `on_timeout` (its job is left for the next cycle),
+        """Run the calls at most `concurrency` at a time. A call not finished when the budget
+        runs out is cancelled and answered by `fallback` (its job is left for the next cycle),
         and so is one that raised something unexpected, which is logged: one job's bug must not
         keep the others' results from being recorded."""
 
+        # Phases run one after the other, so a bound per call is the bound of the cycle.
+        semaphore = asyncio.Semaphore(self._options.concurrency)
+
         async def bounded(call: Callable[[], Awaitable[_T]]) -> _T:
-            async with self._semaphore:
+            async with semaphore:
                 return await call()
 
         tasks = [asyncio.ensure_future(bounded(call)) for call in calls]
@@ -328,15 +330,14 @@ class Processor:
         await asyncio.wait(tasks, timeout=timeout)
         results: list[_T] = []
         for index, task in enumerate(tasks):
+            if task.done() and not task.cancelled() and task.exception() is None:
+                results.append(task.result())
+                continue
             if not task.done():
                 task.cancel()
-                results.append(on_timeout(index))
-            elif task.cancelled() or task.exception() is not None:
-                if not task.cancelled():
-                    _log.error("processor task failed", exc_info=task.exception())
-                results.append(on_timeout(index))
-            else:
-                results.append(task.result())
+            elif not task.cancelled():
+                _log.error("processor task failed", exc_info=task.exception())
+            results.append(fallback(index))
         await asyncio.gather(*tasks, return_exceptions=True)
         return results
 

@@ -460,3 +460,29 @@ def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
         time.sleep(0.02)
+
+
+def test_an_unexpected_error_in_one_job_leaves_it_for_the_next_cycle(stack: Stack) -> None:
+    """A bug hit while handling one job (here, storage raising something unforeseen) is logged,
+    that job is left for the next cycle without counting an attempt, and the others go on."""
+    broken_path = stack.upload("lora-datasets")
+    broken = stack.queued_job(path=broken_path)
+    healthy = stack.queued_job()
+    real_storage = stack.storage
+
+    class BrokenForOnePath:
+        def signed_url(self, bucket: str | None, path: str, expires_in: int = 86400) -> str:
+            if path == broken_path:
+                raise RuntimeError("unforeseen")
+            return real_storage.signed_url(bucket, path, expires_in)
+
+    stack.storage = BrokenForOnePath()  # type: ignore[assignment]
+    summary = stack.cycle()
+    assert (summary.claimed, summary.submitted, summary.skipped) == (2, 1, 1)
+    assert stack.job(healthy)["external_job_id"]
+    job = stack.job(broken)
+    assert (job["status"], job["attempts"], job["lease_owner"]) == ("initializing", 0, None)
+
+    stack.storage = real_storage
+    stack.run_until(lambda: all(stack.status(j) in TERMINAL for j in (broken, healthy)))
+    assert stack.status(broken) is JobStatus.COMPLETED
