@@ -6,6 +6,8 @@ implements it (today the REST contract of DESIGN §6) is a matter of configurati
 
 from shared.cluster.interface import TrainingCluster
 from shared.cluster.models import (
+    MAX_HYPERPARAMETERS_BYTES,
+    CancelResult,
     ClusterJobError,
     ClusterJobState,
     ClusterJobStatus,
@@ -17,6 +19,8 @@ from shared.cluster.models import (
 from shared.cluster.rest import RestTrainingCluster
 
 __all__ = [
+    "MAX_HYPERPARAMETERS_BYTES",
+    "CancelResult",
     "ClusterJobError",
     "ClusterJobState",
     "ClusterJobStatus",

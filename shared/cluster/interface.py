@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from shared.cluster.models import ClusterJobStatus, SubmitRequest, SubmitResult
+from shared.cluster.models import CancelResult, ClusterJobStatus, SubmitRequest, SubmitResult
 
 
 class TrainingCluster(Protocol):
@@ -29,8 +29,9 @@ class TrainingCluster(Protocol):
         """Read a run's state, with the metrics recorded after step ``since_step``."""
         ...
 
-    async def cancel(self, external_job_id: str) -> None:
-        """Stop a run; a run that has already ended stays as it is."""
+    async def cancel(self, external_job_id: str) -> CancelResult:
+        """Stop a run; a run that has already ended stays as it is, and the answer says how it
+        ended (a cancel that arrives after the run completed answers ``completed``)."""
         ...
 
     async def aclose(self) -> None:

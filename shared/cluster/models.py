@@ -10,11 +10,20 @@ breaking older runners.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 
 class ClusterJobState(StrEnum):
@@ -38,15 +47,21 @@ _TERMINAL_STATES = frozenset(
 )
 
 
+# The database refuses larger hyperparameters too (a CHECK on training_jobs); a test holds the two
+# numbers together.
+MAX_HYPERPARAMETERS_BYTES = 64 * 1024
+
+
 class _ClusterModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class GpuConfig(_ClusterModel):
-    """The hardware a run asks for."""
+    """The hardware a run asks for. ``gpu_count`` is required and whole: billing multiplies by
+    it, so a missing or fractional count is refused rather than guessed."""
 
-    gpu_type: str = Field(min_length=1)
-    gpu_count: int = Field(default=1, ge=1)
+    gpu_type: str = Field(min_length=1, max_length=64)
+    gpu_count: StrictInt = Field(ge=1, le=64)
 
 
 class SubmitRequest(_ClusterModel):
@@ -61,6 +76,17 @@ class SubmitRequest(_ClusterModel):
     dataset_url: str = Field(min_length=1)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     gpu_config: GpuConfig
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+        if size > MAX_HYPERPARAMETERS_BYTES:
+            raise ValueError(
+                f"hyperparameters take {size} bytes as JSON; at most "
+                f"{MAX_HYPERPARAMETERS_BYTES} are allowed"
+            )
+        return value
 
 
 class SubmitResult(_ClusterModel):
@@ -105,9 +131,44 @@ class ClusterJobStatus(_ClusterModel):
     total_epochs: int | None = Field(default=None, ge=0)
     current_step: int = Field(default=0, ge=0)
     total_steps: int | None = Field(default=None, ge=0)
+    started_at: AwareDatetime | None = Field(
+        default=None, description="when the run started training, by the cluster's clock"
+    )
+    ended_at: AwareDatetime | None = Field(
+        default=None, description="when the run stopped, once it has ended"
+    )
     metrics: MetricsPoint | None = None
     history: list[MetricsPoint] = Field(default_factory=list)
     error: ClusterJobError | None = None
     artifact_uri: str | None = Field(
         default=None, description="where the trained adapter was stored, once completed"
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        # A report that contradicts itself is off contract: the processor must not store it.
+        if self.total_epochs is not None and self.total_epochs < 1:
+            raise ValueError("total_epochs must be at least 1 when given")
+        if self.total_steps is not None and self.current_step > self.total_steps:
+            raise ValueError(
+                f"current_step {self.current_step} is beyond total_steps {self.total_steps}"
+            )
+        if self.total_epochs is not None and self.current_epoch > self.total_epochs:
+            raise ValueError(
+                f"current_epoch {self.current_epoch} is beyond total_epochs {self.total_epochs}"
+            )
+        if self.started_at and self.ended_at and self.ended_at < self.started_at:
+            raise ValueError("ended_at is before started_at")
+        return self
+
+
+class CancelResult(_ClusterModel):
+    """The cluster's answer to a cancel: the state the run is left in.
+
+    ``status`` is ``cancelled`` when the cancel stopped the run (or will at its next step), and
+    the run's own terminal state when it had already ended, e.g. ``completed`` for a run that
+    finished before the cancel arrived.
+    """
+
+    external_job_id: str | None = None
+    status: ClusterJobState

@@ -41,7 +41,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from shared.cluster.models import ClusterJobStatus, SubmitRequest, SubmitResult
+from shared.cluster.models import CancelResult, ClusterJobStatus, SubmitRequest, SubmitResult
 from shared.errors import ClusterBadResponse, ClusterRejected, ClusterUnavailable
 
 log = logging.getLogger(__name__)
@@ -140,9 +140,12 @@ class RestTrainingCluster:
         )
         return _only_newer(_decode(response, ClusterJobStatus, "status"), since_step)
 
-    async def cancel(self, external_job_id: str) -> None:
-        """Stop a run; a run that has already ended stays as it is."""
-        await self._call("cancel", "POST", f"/training/cancel/{quote(external_job_id, safe='')}")
+    async def cancel(self, external_job_id: str) -> CancelResult:
+        """Stop a run; a run that has already ended stays as it is, and the answer says so."""
+        response = await self._call(
+            "cancel", "POST", f"/training/cancel/{quote(external_job_id, safe='')}"
+        )
+        return _decode(response, CancelResult, "cancel")
 
     async def aclose(self) -> None:
         """Close the connection pool, unless it was lent by the caller."""

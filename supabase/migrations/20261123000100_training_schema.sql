@@ -64,13 +64,19 @@ create table public.training_jobs (
   current_step integer not null default 0 check (current_step >= 0),
   total_steps integer check (total_steps >= 0),
   current_metrics jsonb not null default '{}'::jsonb check (jsonb_typeof(current_metrics) = 'object'),
-  hyperparameters jsonb not null default '{}'::jsonb check (jsonb_typeof(hyperparameters) = 'object'),
+  -- Bounded so one job cannot stretch every cycle that reads it (the processor refuses more
+  -- than 64 KiB as well; a test keeps the two limits equal).
+  hyperparameters jsonb not null default '{}'::jsonb
+    check (jsonb_typeof(hyperparameters) = 'object' and octet_length(hyperparameters::text) <= 65536),
+  -- gpu_count is a whole number written as one (2, not 2.0 or "2"): billing multiplies by it and
+  -- every reader casts it to integer.
   gpu_config jsonb not null default '{"gpu_type": "A100", "gpu_count": 1}'::jsonb
     check (
       jsonb_typeof(gpu_config) = 'object'
       and jsonb_typeof(gpu_config -> 'gpu_type') = 'string'
       and jsonb_typeof(gpu_config -> 'gpu_count') = 'number'
-      and (gpu_config ->> 'gpu_count')::numeric between 1 and 64
+      and (gpu_config ->> 'gpu_count') ~ '^[1-9][0-9]?$'
+      and (gpu_config ->> 'gpu_count')::integer between 1 and 64
     ),
   estimated_total_cost numeric(12, 4) check (estimated_total_cost >= 0),
   current_cost numeric(12, 4) not null default 0 check (current_cost >= 0),
@@ -82,6 +88,15 @@ create table public.training_jobs (
   estimated_completion_at timestamptz,
   started_at timestamptz,
   completed_at timestamptz,
+  -- The run's own start and end as the cluster reports them: billing follows these, not the
+  -- processor's polls, so a crash or a slow poll never changes what a run costs.
+  run_started_at timestamptz,
+  run_ended_at timestamptz,
+  -- Set while the cluster cannot be reached about this job (cleared by the next good poll); the
+  -- job fails only once contact has been lost for PROCESSOR_LOST_CONTACT_FAIL_SECONDS.
+  lost_contact_since timestamptz,
+  -- Set when the stalled rule fires (no new step for far longer than usual), cleared on progress.
+  stalled_since timestamptz,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
 
