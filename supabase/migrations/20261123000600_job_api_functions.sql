@@ -164,7 +164,9 @@ create policy "Metric rollups are viewable by the owner of their job"
 
 -- What a job's owner sees of it: everything but the processor's bookkeeping (leases, attempts,
 -- idempotency key, poll schedule, cancel delivery). Listed, not subtracted, so that a column
--- added for the processor does not show up in the API by itself.
+-- added for the processor does not show up in the API by itself. The processor's verdicts on a
+-- running job (`stalled_since`, `lost_contact_since`) are shown: the monitor warns from them
+-- instead of judging a stall or an outage itself.
 create function lora_private.training_job_json(job public.training_jobs) returns jsonb
 language sql
 stable
@@ -192,7 +194,11 @@ as $$
     'estimated_completion_at', job.estimated_completion_at,
     'started_at', job.started_at,
     'completed_at', job.completed_at,
+    'run_started_at', job.run_started_at,
+    'run_ended_at', job.run_ended_at,
     'last_progress_at', job.last_progress_at,
+    'stalled_since', job.stalled_since,
+    'lost_contact_since', job.lost_contact_since,
     'cancel_requested_at', job.cancel_requested_at,
     'created_at', job.created_at,
     'updated_at', job.updated_at

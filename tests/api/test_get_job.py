@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -68,6 +69,39 @@ def test_owner_gets_job_with_dataset_metrics_and_costs(
     [cost] = data["costs"]
     assert cost["cost_type"] == "training_compute"
     assert cost["amount"] == job["final_cost"]
+
+
+def test_processor_verdicts_and_run_times_are_null_until_set_then_shown(
+    api: Api, api_admin: psycopg.Connection, owner: Caller
+) -> None:
+    """`stalled_since`, `lost_contact_since`, `run_started_at` and `run_ended_at` are null on a
+    fresh running job and come back as the processor wrote them once set, under a new ETag."""
+    job_id = make_job(api_admin, owner.user_id, status=JobStatus.RUNNING)
+    verdicts = ("stalled_since", "lost_contact_since", "run_started_at", "run_ended_at")
+
+    fresh = api.get(job_id, owner.token)
+
+    assert fresh.status_code == 200, fresh.text
+    assert {key: fresh.json()["data"]["job"][key] for key in verdicts} == dict.fromkeys(verdicts)
+
+    api_admin.execute(
+        "update training_jobs set run_started_at = '2026-11-23T10:00:00Z',"
+        " run_ended_at = '2026-11-23T11:30:00Z', stalled_since = '2026-11-23T11:00:00Z',"
+        " lost_contact_since = '2026-11-23T11:15:00Z' where id = %s",
+        (job_id,),
+    )
+
+    response = api.get(job_id, owner.token, headers={"If-None-Match": fresh.headers["etag"]})
+
+    assert response.status_code == 200, response.text
+    job = response.json()["data"]["job"]
+    assert {key: datetime.fromisoformat(job[key]) for key in verdicts} == {
+        "stalled_since": datetime(2026, 11, 23, 11, 0, tzinfo=UTC),
+        "lost_contact_since": datetime(2026, 11, 23, 11, 15, tzinfo=UTC),
+        "run_started_at": datetime(2026, 11, 23, 10, 0, tzinfo=UTC),
+        "run_ended_at": datetime(2026, 11, 23, 11, 30, tzinfo=UTC),
+    }
+    assert job["status"] == "running"
 
 
 def test_job_id_may_come_in_the_query(
