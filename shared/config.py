@@ -147,12 +147,31 @@ class ProcessorSettings(BaseSettings):
     processor_poll_interval_seconds: float = Field(default=10.0, ge=0)
     processor_stall_factor: float = Field(default=10.0, gt=1)
     processor_stall_min_seconds: float = Field(default=300.0, ge=0)
+    # Losing contact with the cluster about a running job is not the job's failure: polls back
+    # off (doubling from the poll interval up to this) and the job fails only after contact has
+    # been lost this long (6 hours by default), when the cluster is asked to stop its run.
+    processor_poll_backoff_max_seconds: float = Field(default=300.0, ge=0)
+    processor_lost_contact_fail_seconds: float = Field(default=6 * 3600.0, ge=0)
+    # How long after a job ended its run is still asked about, for its last points, its own end
+    # (billing) and how it really ended (a cancel can arrive after the run completed).
+    processor_settle_seconds: float = Field(default=24 * 3600.0, ge=0)
+    processor_cancel_batch_size: int = Field(default=200, ge=1, le=10000)
+
+    @property
+    def lease_seconds(self) -> int:
+        """A lease outlives the cycle that took it, so only a crashed cycle's jobs are rescued."""
+        return int(self.processor_time_budget_seconds * 2) + 30
 
     @model_validator(mode="after")
     def _some_authentication(self) -> ProcessorSettings:
         if self.cron_secret is None and not self.processor_trust_platform_auth:
             raise ValueError(
                 "set CRON_SECRET, or PROCESSOR_TRUST_PLATFORM_AUTH=true behind Cloud Run IAM"
+            )
+        # A short shared secret can be guessed; like SUPABASE_JWT_SECRET, 32 characters or more.
+        if self.cron_secret is not None and len(self.cron_secret.get_secret_value()) < 32:
+            raise ValueError(
+                "CRON_SECRET must be at least 32 characters long (e.g. `openssl rand -hex 32`)"
             )
         return self
 

@@ -1,4 +1,4 @@
-"""One cycle of `process-training-jobs` (DESIGN section 7).
+"""One cycle of `process-training-jobs` (docs/architecture.md, "The processor cycle").
 
 claim queued jobs -> sign each dataset URL and submit (concurrently) -> record the submissions
 -> claim the jobs due for a poll -> poll them (concurrently) -> record every result -> deliver
@@ -8,6 +8,10 @@ Each "claim" and "record" is one SQL function call for the whole batch, so a cyc
 few statements for 10 jobs as for 1,000. Every call commits before the next HTTP phase starts: no
 transaction is open while the cluster or storage is being called. Cycles may overlap: claims skip
 locked rows, and every write checks this cycle's lease (see the processor migration).
+
+A batch the database refuses is split in halves until the refused rows stand alone, so one bad
+row never keeps the rest of its batch from being recorded; a row refused alone fails its job with
+the database's reason (or, if even that is refused, is released and logged).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -29,48 +34,28 @@ from shared.db import Database
 from shared.errors import (
     ClusterRejected,
     ClusterUnavailable,
+    DatabaseError,
+    DatabaseUnavailable,
     DatasetFileMissing,
     StorageError,
     UnknownBucket,
 )
+from shared.processor_contract import (
+    CancelDelivery,
+    JobFailure,
+    PollOutcome,
+    PollResult,
+    SubmissionOutcome,
+    SubmissionResult,
+)
 from shared.storage import DatasetStorage
 
 _T = TypeVar("_T")
+_R = TypeVar("_R", SubmissionResult, PollResult, CancelDelivery)
 _log = logging.getLogger(__name__)
 
 # Time kept back at the end of the budget for the last database writes.
 _WRITE_RESERVE_SECONDS = 3.0
-
-
-@dataclass(frozen=True)
-class ProcessorOptions:
-    claim_batch_size: int = 25
-    poll_batch_size: int = 1000
-    cancel_batch_size: int = 200
-    concurrency: int = 100
-    time_budget_seconds: float = 45.0
-    max_attempts: int = 5
-    poll_interval_seconds: float = 10.0
-    stall_factor: float = 10.0
-    stall_min_seconds: float = 300.0
-
-    @classmethod
-    def from_settings(cls, settings: ProcessorSettings) -> ProcessorOptions:
-        return cls(
-            claim_batch_size=settings.processor_claim_batch_size,
-            poll_batch_size=settings.processor_poll_batch_size,
-            concurrency=settings.processor_concurrency,
-            time_budget_seconds=settings.processor_time_budget_seconds,
-            max_attempts=settings.processor_max_attempts,
-            poll_interval_seconds=settings.processor_poll_interval_seconds,
-            stall_factor=settings.processor_stall_factor,
-            stall_min_seconds=settings.processor_stall_min_seconds,
-        )
-
-    @property
-    def lease_seconds(self) -> int:
-        # A lease outlives the cycle that took it, so only a crashed cycle's jobs are rescued.
-        return int(self.time_budget_seconds * 2) + 30
 
 
 @dataclass
@@ -82,8 +67,10 @@ class CycleSummary:
     failed: int = 0
     cancelled: int = 0
     cancels_delivered: int = 0
+    lost_contact: int = 0
     errors: int = 0
     skipped: int = 0
+    unrecorded: int = 0
     statements: int = 0
     ms: int = 0
     stopped_early: bool = False
@@ -101,19 +88,19 @@ class Processor:
         db: Database,
         cluster: TrainingCluster,
         storage: DatasetStorage,
-        options: ProcessorOptions | None = None,
+        settings: ProcessorSettings,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = db
         self._cluster = cluster
         self._storage = storage
-        self._options = options or ProcessorOptions()
+        self._settings = settings
         self._clock = clock
 
     async def run_cycle(self) -> CycleSummary:
         started = self._clock()
-        deadline = started + self._options.time_budget_seconds
+        deadline = started + self._settings.processor_time_budget_seconds
         summary = CycleSummary()
         owner = uuid.uuid4()
 
@@ -126,9 +113,86 @@ class Processor:
 
     # --- database ------------------------------------------------------------------------------
 
-    async def _call(self, summary: CycleSummary, name: str, args: dict[str, Any]) -> Any:
+    async def _call(self, summary: CycleSummary, name: str, args: Mapping[str, Any]) -> Any:
         summary.statements += 1
         return await asyncio.to_thread(self._db.call, name, args)
+
+    async def _record(
+        self,
+        summary: CycleSummary,
+        owner: uuid.UUID | None,
+        name: str,
+        args: Callable[[list[dict[str, Any]]], dict[str, Any]],
+        results: Sequence[_R],
+    ) -> Counter[str]:
+        """Record `results` with one call of `name`; if the database refuses the batch, record
+        each half on its own, down to single rows, and fail (or release) the rows it refuses
+        alone. Returns the counts the calls answered, added up."""
+        try:
+            answer = await self._call(summary, name, args([r.as_row() for r in results]))
+        except DatabaseUnavailable:
+            raise
+        except DatabaseError as exc:
+            if len(results) > 1:
+                middle = len(results) // 2
+                first = await self._record(summary, owner, name, args, results[:middle])
+                return first + await self._record(summary, owner, name, args, results[middle:])
+            await self._refused_alone(summary, owner, name, results[0], exc)
+            return Counter()
+        if isinstance(answer, int):
+            return Counter({"count": answer})
+        return Counter({k: v for k, v in (answer or {}).items() if isinstance(v, int)})
+
+    async def _refused_alone(
+        self,
+        summary: CycleSummary,
+        owner: uuid.UUID | None,
+        name: str,
+        result: SubmissionResult | PollResult | CancelDelivery,
+        exc: DatabaseError,
+    ) -> None:
+        sqlstate = getattr(exc, "sqlstate", None)
+        detail = str(exc.__cause__ or exc.message)
+        _log.error(
+            "database refused one job's result",
+            extra={
+                "function": name,
+                "job_id": str(result.job_id),
+                "sqlstate": sqlstate,
+                "database_error": detail,
+            },
+        )
+        summary.unrecorded += 1
+        if owner is None:
+            return  # a cancel delivery: delivered again next cycle, nothing to fail
+        failure = JobFailure(
+            job_id=result.job_id,
+            message=(
+                "The runner could not record what the GPU cluster reported for this job "
+                f"(database error {sqlstate or 'unknown'}: {detail})."
+            )[:2000],
+        )
+        try:
+            failed = await self._call(
+                summary, "processor_fail_jobs", {"p_owner": owner, "p_failures": [failure.as_row()]}
+            )
+            summary.failed += int(failed or 0)
+        except DatabaseUnavailable:
+            raise
+        except DatabaseError as fail_exc:
+            _log.error(
+                "database refused to fail the job; releasing it",
+                extra={
+                    "job_id": str(result.job_id),
+                    "sqlstate": getattr(fail_exc, "sqlstate", None),
+                    "database_error": str(fail_exc.__cause__ or fail_exc.message),
+                },
+            )
+            await self._call(
+                summary,
+                "processor_release_jobs",
+                {"p_owner": owner, "p_job_ids": [str(result.job_id)]},
+            )
 
     def _time_left(self, deadline: float) -> float:
         return deadline - self._clock() - _WRITE_RESERVE_SECONDS
@@ -141,13 +205,14 @@ class Processor:
         if self._time_left(deadline) <= 0:
             summary.stopped_early = True
             return
+        settings = self._settings
         jobs: list[dict[str, Any]] = await self._call(
             summary,
             "processor_claim_queued",
             {
                 "p_owner": owner,
-                "p_limit": self._options.claim_batch_size,
-                "p_lease_seconds": self._options.lease_seconds,
+                "p_limit": settings.processor_claim_batch_size,
+                "p_lease_seconds": settings.lease_seconds,
             },
         )
         summary.claimed = len(jobs)
@@ -156,33 +221,53 @@ class Processor:
         results = await self._run_all(
             [functools.partial(self._submit_one, job) for job in jobs],
             deadline,
-            fallback=lambda i: {"job_id": jobs[i]["job_id"], "outcome": "skipped"},
+            fallback=lambda i: SubmissionResult(
+                job_id=jobs[i]["job_id"], outcome=SubmissionOutcome.SKIPPED
+            ),
         )
-        counts = await self._call(
+        counts = await self._record(
             summary,
+            owner,
             "processor_record_submissions",
-            {
+            lambda rows: {
                 "p_owner": owner,
-                "p_results": results,
-                "p_max_attempts": self._options.max_attempts,
+                "p_results": rows,
+                "p_max_attempts": settings.processor_max_attempts,
             },
+            results,
         )
         summary.submitted = counts["submitted"]
         summary.failed += counts["failed"]
-        summary.errors += sum(r["outcome"] == "transient" for r in results)
-        summary.skipped += sum(r["outcome"] == "skipped" for r in results)
-        summary.messages += [r["message"] for r in results if r.get("message")][:20]
+        summary.errors += sum(r.outcome is SubmissionOutcome.TRANSIENT for r in results)
+        summary.skipped += sum(r.outcome is SubmissionOutcome.SKIPPED for r in results)
+        summary.messages += [r.message for r in results if r.message][:20]
 
-    async def _submit_one(self, job: dict[str, Any]) -> dict[str, Any]:
+    async def _submit_one(self, job: dict[str, Any]) -> SubmissionResult:
         job_id = job["job_id"]
+
+        def rejected(message: str) -> SubmissionResult:
+            return SubmissionResult(
+                job_id=job_id, outcome=SubmissionOutcome.REJECTED, message=message
+            )
+
+        gpu_type = (job.get("gpu_config") or {}).get("gpu_type")
+        if job.get("hourly_rate") is None:
+            return rejected(
+                f"GPU type {gpu_type!r} has no price, so the job would run unbilled: add it to "
+                "gpu_prices, or choose a priced GPU type."
+            )
         try:
             url = await asyncio.to_thread(
                 self._storage.signed_url, job["storage_bucket"], job["storage_path"]
             )
         except (UnknownBucket, DatasetFileMissing) as exc:
-            return _rejected(job_id, f"The dataset cannot be read: {exc.message}")
+            return rejected(f"The dataset cannot be read: {exc.message}")
         except StorageError as exc:
-            return _transient(job_id, f"Dataset storage is unavailable: {exc.message}")
+            return SubmissionResult(
+                job_id=job_id,
+                outcome=SubmissionOutcome.TRANSIENT,
+                message=f"Dataset storage is unavailable: {exc.message}",
+            )
         try:
             request = SubmitRequest(
                 idempotency_key=job["idempotency_key"],
@@ -192,14 +277,20 @@ class Processor:
                 gpu_config=job["gpu_config"],
             )
         except ValidationError as exc:
-            return _rejected(job_id, f"The job's configuration is invalid: {_first_error(exc)}")
+            return rejected(f"The job's configuration is invalid: {_first_error(exc)}")
         try:
             result = await self._cluster.submit(request)
         except ClusterRejected as exc:
-            return _rejected(job_id, f"The GPU cluster refused the job: {exc.message}")
+            return rejected(f"The GPU cluster refused the job: {exc.message}")
         except ClusterUnavailable as exc:
-            return _transient(job_id, exc.message)
-        return {"job_id": job_id, "outcome": "submitted", "external_job_id": result.external_job_id}
+            return SubmissionResult(
+                job_id=job_id, outcome=SubmissionOutcome.TRANSIENT, message=exc.message
+            )
+        return SubmissionResult(
+            job_id=job_id,
+            outcome=SubmissionOutcome.SUBMITTED,
+            external_job_id=result.external_job_id,
+        )
 
     # --- phase 2: poll -------------------------------------------------------------------------
 
@@ -207,13 +298,15 @@ class Processor:
         if self._time_left(deadline) <= 0:
             summary.stopped_early = True
             return
+        settings = self._settings
         jobs: list[dict[str, Any]] = await self._call(
             summary,
             "processor_claim_polls",
             {
                 "p_owner": owner,
-                "p_limit": self._options.poll_batch_size,
-                "p_lease_seconds": self._options.lease_seconds,
+                "p_limit": settings.processor_poll_batch_size,
+                "p_lease_seconds": settings.lease_seconds,
+                "p_settle_seconds": settings.processor_settle_seconds,
             },
         )
         if not jobs:
@@ -221,42 +314,44 @@ class Processor:
         results = await self._run_all(
             [functools.partial(self._poll_one, job) for job in jobs],
             deadline,
-            fallback=lambda i: {"job_id": jobs[i]["job_id"], "outcome": "skipped"},
+            fallback=lambda i: PollResult(job_id=jobs[i]["job_id"], outcome=PollOutcome.SKIPPED),
         )
-        counts = await self._call(
+        counts = await self._record(
             summary,
+            owner,
             "processor_record_polls",
-            {
+            lambda rows: {
                 "p_owner": owner,
-                "p_results": results,
-                "p_settings": {
-                    "max_attempts": self._options.max_attempts,
-                    "poll_interval_seconds": self._options.poll_interval_seconds,
-                    "stall_factor": self._options.stall_factor,
-                    "stall_min_seconds": self._options.stall_min_seconds,
-                },
+                "p_results": rows,
+                "p_poll_interval_seconds": settings.processor_poll_interval_seconds,
+                "p_backoff_max_seconds": settings.processor_poll_backoff_max_seconds,
+                "p_stall_factor": settings.processor_stall_factor,
+                "p_stall_min_seconds": settings.processor_stall_min_seconds,
+                "p_lost_contact_fail_seconds": settings.processor_lost_contact_fail_seconds,
             },
+            results,
         )
-        summary.polled = sum(r["outcome"] == "ok" for r in results)
+        summary.polled = sum(r.outcome is PollOutcome.OK for r in results)
         summary.completed += counts["completed"]
         summary.failed += counts["failed"]
         summary.cancelled += counts["cancelled"]
-        summary.errors += sum(r["outcome"] == "transient" for r in results)
-        summary.skipped += sum(r["outcome"] == "skipped" for r in results)
+        summary.lost_contact += sum(r.outcome is PollOutcome.TRANSIENT for r in results)
+        summary.errors += sum(r.outcome is PollOutcome.TRANSIENT for r in results)
+        summary.skipped += sum(r.outcome is PollOutcome.SKIPPED for r in results)
 
-    async def _poll_one(self, job: dict[str, Any]) -> dict[str, Any]:
+    async def _poll_one(self, job: dict[str, Any]) -> PollResult:
         job_id = job["job_id"]
         try:
             status = await self._cluster.status(job["external_job_id"], job["since_step"])
         except ClusterRejected as exc:
-            return _rejected(job_id, f"The GPU cluster cannot report on the job: {exc.message}")
+            return PollResult(
+                job_id=job_id,
+                outcome=PollOutcome.REJECTED,
+                message=f"The GPU cluster cannot report on the job: {exc.message}",
+            )
         except ClusterUnavailable as exc:
-            return _transient(job_id, exc.message)
-        return {
-            "job_id": job_id,
-            "outcome": "ok",
-            **status.model_dump(mode="json"),
-        }
+            return PollResult(job_id=job_id, outcome=PollOutcome.TRANSIENT, message=exc.message)
+        return PollResult(job_id=job_id, outcome=PollOutcome.OK, report=status)
 
     # --- phase 3: cancels ----------------------------------------------------------------------
 
@@ -265,7 +360,9 @@ class Processor:
             summary.stopped_early = True
             return
         pending: list[dict[str, Any]] = await self._call(
-            summary, "processor_pending_cancels", {"p_limit": self._options.cancel_batch_size}
+            summary,
+            "processor_pending_cancels",
+            {"p_limit": self._settings.processor_cancel_batch_size},
         )
         if not pending:
             return
@@ -276,24 +373,33 @@ class Processor:
         )
         deliveries = [outcome for outcome in outcomes if outcome is not None]
         if deliveries:
-            summary.cancels_delivered = await self._call(
-                summary, "processor_record_cancels_delivered", {"p_deliveries": deliveries}
+            counts = await self._record(
+                summary,
+                None,
+                "record_cancels_delivered",
+                lambda rows: {"p_deliveries": rows},
+                deliveries,
             )
+            summary.cancels_delivered = counts["count"]
         summary.errors += len(pending) - len(deliveries)
 
-    async def _cancel_one(self, job: dict[str, Any]) -> dict[str, Any] | None:
-        """Stop the job's run at the cluster: the delivery to record, or None to try again."""
-        delivered: dict[str, Any] = {"job_id": job["job_id"], "external_job_id": None}
+    async def _cancel_one(self, job: dict[str, Any]) -> CancelDelivery | None:
+        """Stop the job's run at the cluster: the delivery to record, or None to try again.
+
+        How the run ended (the cluster may answer that it had already completed) is learned by
+        the poll that follows every delivery, which also fetches the run's last points."""
+        job_id = job["job_id"]
         external_job_id = job["external_job_id"]
         if external_job_id is None:
-            # Cancelled while a submission that got no answer was in flight: the same key tells
-            # us the run the cluster started, if it started one.
+            # Its submission got no answer: the same key tells us the run the cluster started,
+            # if it started one.
             outcome = await self._submit_one(job)
-            if outcome["outcome"] == "rejected":
-                return delivered  # the cluster took nothing: nothing to stop
-            if outcome["outcome"] != "submitted":
+            if outcome.outcome is SubmissionOutcome.REJECTED:
+                return CancelDelivery(job_id=job_id)  # the cluster took nothing: nothing to stop
+            if outcome.outcome is not SubmissionOutcome.SUBMITTED:
                 return None
-            external_job_id = outcome["external_job_id"]
+            external_job_id = outcome.external_job_id
+            assert external_job_id is not None  # noqa: S101 - a submitted outcome carries one
         try:
             await self._cluster.cancel(external_job_id)
         except ClusterRejected as exc:
@@ -302,7 +408,7 @@ class Processor:
                 return None
         except ClusterUnavailable:
             return None
-        return {**delivered, "external_job_id": external_job_id}
+        return CancelDelivery(job_id=job_id, external_job_id=external_job_id)
 
     # --- concurrency ---------------------------------------------------------------------------
 
@@ -319,7 +425,7 @@ class Processor:
         keep the others' results from being recorded."""
 
         # Phases run one after the other, so a bound per call is the bound of the cycle.
-        semaphore = asyncio.Semaphore(self._options.concurrency)
+        semaphore = asyncio.Semaphore(self._settings.processor_concurrency)
 
         async def bounded(call: Callable[[], Awaitable[_T]]) -> _T:
             async with semaphore:
@@ -340,14 +446,6 @@ class Processor:
             results.append(fallback(index))
         await asyncio.gather(*tasks, return_exceptions=True)
         return results
-
-
-def _rejected(job_id: str, message: str) -> dict[str, Any]:
-    return {"job_id": job_id, "outcome": "rejected", "message": message}
-
-
-def _transient(job_id: str, message: str) -> dict[str, Any]:
-    return {"job_id": job_id, "outcome": "transient", "message": message}
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -95,6 +95,10 @@ create table public.training_jobs (
   -- Set while the cluster cannot be reached about this job (cleared by the next good poll); the
   -- job fails only once contact has been lost for PROCESSOR_LOST_CONTACT_FAIL_SECONDS.
   lost_contact_since timestamptz,
+  -- When the run's end was confirmed by the cluster (or there was nothing left to learn). Until
+  -- then an ended job is still polled, for its last points, its run times and the truth about
+  -- how its run ended (a cancel can arrive after the run completed).
+  run_settled_at timestamptz,
   -- Set when the stalled rule fires (no new step for far longer than usual), cleared on progress.
   stalled_since timestamptz,
   created_at timestamptz not null default now(),
@@ -123,12 +127,13 @@ create table public.training_jobs (
 
 create index training_jobs_user_id_idx on public.training_jobs (user_id, created_at desc);
 create index training_jobs_dataset_id_idx on public.training_jobs (dataset_id);
--- The processor's scans: oldest queued first; active jobs due for a poll; expired leases;
+-- The processor's scans: oldest queued first; jobs due for a poll; expired leases;
 -- cancels not yet delivered to the cluster.
 create index training_jobs_queued_idx on public.training_jobs (created_at)
   where status = 'queued';
+-- Polled: active jobs, and ended jobs whose run's own end the cluster has not yet confirmed.
 create index training_jobs_due_poll_idx on public.training_jobs (next_poll_at)
-  where status in ('initializing', 'running');
+  where external_job_id is not null and run_settled_at is null;
 create index training_jobs_lease_idx on public.training_jobs (lease_expires_at)
   where lease_expires_at is not null;
 create index training_jobs_pending_cancel_idx on public.training_jobs (cancel_requested_at)

@@ -59,6 +59,36 @@ as $$
   where p.gpu_type = gpu_config ->> 'gpu_type'
 $$;
 
+-- The interval a job is billed for: the run's own start and end as the cluster reported them,
+-- falling back to when the job started running and ended here.
+create function public.job_billed_interval(
+  job public.training_jobs,
+  out billed_from timestamptz,
+  out billed_to timestamptz
+)
+language sql
+stable
+set search_path = ''
+as $$
+  select coalesce(job.run_started_at, job.started_at),
+         coalesce(job.run_ended_at, job.completed_at, now())
+$$;
+
+-- What a job costs for that interval; 0 for a job that never ran, and its running cost when its
+-- GPU type has lost its price (the processor refuses unpriced jobs before submitting them).
+create function public.job_billed_cost(job public.training_jobs) returns numeric
+language sql
+stable
+set search_path = ''
+as $$
+  select case
+    when i.billed_from is null then 0
+    else coalesce(public.job_compute_cost(job.gpu_config, i.billed_from, i.billed_to),
+                  job.current_cost)
+  end
+  from public.job_billed_interval(job) i
+$$;
+
 create function public.enforce_job_state_machine() returns trigger
 language plpgsql
 set search_path = ''
@@ -108,16 +138,12 @@ begin
     if new.status = 'completed' then
       new.progress := 100;
     end if;
-    -- The running cost stops here. A writer that knows better (the processor, from the
-    -- cluster's own clock) sets final_cost itself; otherwise it is the compute time so far.
+    -- The running cost stops here: the run's own time as the cluster reported it, or the time
+    -- since the job started running when the cluster reported none. When the run's real end is
+    -- learned later (a cancel takes effect at the cluster after the job ended here), the
+    -- processor bills it again from the run's times (lora_private.rebill_job).
     if new.final_cost is null then
-      new.final_cost := case
-        when new.started_at is null then 0
-        else coalesce(
-          public.job_compute_cost(new.gpu_config, new.started_at, new.completed_at),
-          new.current_cost
-        )
-      end;
+      new.final_cost := public.job_billed_cost(new);
     end if;
     new.current_cost := new.final_cost;
   end if;
@@ -143,10 +169,13 @@ declare
   title text;
   body text;
   priority text;
+  i record;
 begin
   select d.name into dataset_name from public.datasets d where d.id = new.dataset_id;
   select p.hourly_rate into price from public.gpu_prices p
     where p.gpu_type = new.gpu_config ->> 'gpu_type';
+
+  select * into i from public.job_billed_interval(new);
 
   insert into public.cost_records (user_id, job_id, cost_type, amount, billing_period, details)
   values (
@@ -160,11 +189,11 @@ begin
       'gpu_type', new.gpu_config ->> 'gpu_type',
       'gpu_count', (new.gpu_config ->> 'gpu_count')::int,
       'hourly_rate', price,
-      'started_at', new.started_at,
-      'completed_at', new.completed_at,
+      'started_at', i.billed_from,
+      'completed_at', i.billed_to,
       'duration_seconds',
-        case when new.started_at is null then 0
-             else greatest(extract(epoch from (new.completed_at - new.started_at)), 0)::bigint end
+        case when i.billed_from is null then 0
+             else greatest(extract(epoch from (i.billed_to - i.billed_from)), 0)::bigint end
     )
   )
   on conflict (job_id) where cost_type = 'training_compute' do nothing;

@@ -28,7 +28,9 @@ grant execute on all functions in schema public to service_role;
 -- The state machine trigger calls these while an owner cancels their job; they only compute.
 grant execute on function public.job_transition_allowed(public.job_status, public.job_status),
   public.job_status_is_terminal(public.job_status),
-  public.job_compute_cost(jsonb, timestamptz, timestamptz)
+  public.job_compute_cost(jsonb, timestamptz, timestamptz),
+  public.job_billed_interval(public.training_jobs),
+  public.job_billed_cost(public.training_jobs)
   to authenticated;
 
 -- --- row level security --------------------------------------------------------------------------

@@ -14,9 +14,10 @@ import pytest
 
 from infra.local.s3 import LocalS3Server, create_buckets, demo_dataset_jsonl
 from shared.cluster import RestTrainingCluster
+from shared.config import ProcessorSettings
 from shared.db import DirectDatabase
 from shared.models import JobStatus
-from shared.processor import CycleSummary, Processor, ProcessorOptions
+from shared.processor import CycleSummary, Processor
 from shared.storage import S3DatasetStorage
 from tests.cluster.support import API_KEY, RecordingSleep, SimulatorControl
 from tests.conftest import ClonedDatabase
@@ -62,15 +63,56 @@ class Stack:
     storage: RecordingStorage
     s3: Any
     sleeps: RecordingSleep
-    options: ProcessorOptions
+    options: dict[str, Any]
+
+    def settings(self, **overrides: Any) -> ProcessorSettings:
+        """The processor's settings for a test: `poll_interval_seconds=0` stands for
+        PROCESSOR_POLL_INTERVAL_SECONDS, and so on."""
+        values = {**self.options, **overrides}
+        return ProcessorSettings(
+            processor_trust_platform_auth=True,
+            **{f"processor_{name}": value for name, value in values.items()},
+        )
 
     def processor(self, **overrides: Any) -> Processor:
-        options = ProcessorOptions(**{**self.options.__dict__, **overrides})
-        return Processor(self.db, self.cluster(), self.storage, options)
+        return Processor(self.db, self.cluster(), self.storage, self.settings(**overrides))
 
     def cluster(self, **kwargs: Any) -> RestTrainingCluster:
         settings = {"connect_timeout": 1.0, "read_timeout": 1.0, "max_attempts": 2, **kwargs}
         return RestTrainingCluster(self.sim.base_url, API_KEY, sleep=self.sleeps, **settings)
+
+    def claim_polls(self, owner: uuid.UUID, **overrides: Any) -> list[dict[str, Any]]:
+        """What `processor_claim_polls` hands a cycle with this owner."""
+        settings = self.settings(**overrides)
+        jobs: list[dict[str, Any]] = self.db.call(
+            "processor_claim_polls",
+            {
+                "p_owner": owner,
+                "p_limit": settings.processor_poll_batch_size,
+                "p_lease_seconds": settings.lease_seconds,
+                "p_settle_seconds": settings.processor_settle_seconds,
+            },
+        )
+        return jobs
+
+    def record_polls(
+        self, owner: uuid.UUID, results: list[dict[str, Any]], **overrides: Any
+    ) -> dict[str, Any]:
+        """Call `processor_record_polls` as a cycle with this owner would."""
+        settings = self.settings(**overrides)
+        counts: dict[str, Any] = self.db.call(
+            "processor_record_polls",
+            {
+                "p_owner": owner,
+                "p_results": results,
+                "p_poll_interval_seconds": settings.processor_poll_interval_seconds,
+                "p_backoff_max_seconds": settings.processor_poll_backoff_max_seconds,
+                "p_stall_factor": settings.processor_stall_factor,
+                "p_stall_min_seconds": settings.processor_stall_min_seconds,
+                "p_lost_contact_fail_seconds": settings.processor_lost_contact_fail_seconds,
+            },
+        )
+        return counts
 
     def cycle(self, **overrides: Any) -> CycleSummary:
         processor = self.processor(**overrides)
@@ -142,11 +184,11 @@ def stack(
 ) -> Iterator[Stack]:
     db = DirectDatabase(test_db.app, min_size=1, max_size=4)
     storage = RecordingStorage(S3DatasetStorage(s3))
-    options = ProcessorOptions(
-        time_budget_seconds=30,
-        poll_interval_seconds=0,
-        max_attempts=3,
-        concurrency=50,
-    )
+    options = {
+        "time_budget_seconds": 30,
+        "poll_interval_seconds": 0,
+        "max_attempts": 3,
+        "concurrency": 50,
+    }
     yield Stack(test_db, admin_conn, db, sim, storage, s3, RecordingSleep(), options)
     db.close()

@@ -404,14 +404,12 @@ def test_a_cycle_that_lost_its_lease_changes_nothing(stack: Stack) -> None:
     job_id = stack.queued_job()
     stack.cycle()
     late, current = uuid.uuid4(), uuid.uuid4()
-    stack.db.call("processor_claim_polls", {"p_owner": late, "p_limit": 10, "p_lease_seconds": 60})
+    stack.claim_polls(late)
     stack.admin.execute(
         "update training_jobs set lease_expires_at = now() - interval '1 second' where id = %s",
         (job_id,),
     )
-    [taken] = stack.db.call(
-        "processor_claim_polls", {"p_owner": current, "p_limit": 10, "p_lease_seconds": 60}
-    )
+    [taken] = stack.claim_polls(current)
     assert taken["job_id"] == str(job_id)
     before = stack.job(job_id)
     points = "select count(*) from metrics_points where job_id = %s"
@@ -427,9 +425,7 @@ def test_a_cycle_that_lost_its_lease_changes_nothing(stack: Stack) -> None:
             {"step": 70, "epoch": 2, "training_loss": 9.0, "recorded_at": "2026-01-01T00:00:00Z"}
         ],
     }
-    counts = stack.db.call(
-        "processor_record_polls", {"p_owner": late, "p_results": [late_result], "p_settings": {}}
-    )
+    counts = stack.record_polls(late, [late_result])
     assert counts["ignored"] == 1
     after = stack.job(job_id)
     assert after == before
