@@ -7,8 +7,9 @@ arrived, change the pace, inject faults and fail a run mid-way.
 
     python -m infra.local.cluster_simulator --api-key KEY --port 8790 --steps-per-second 5
 
-Contract endpoints (Bearer API key): ``POST /training/submit``,
-``GET /training/status/{id}?since_step=N``, ``POST /training/cancel/{id}``.
+Contract endpoints (Bearer API key), described in ``openapi/cluster.yaml``:
+``POST /training/submit``, ``GET /training/status/{id}?since_step=N``,
+``POST /training/cancel/{id}``.
 
 Control endpoints:
 
@@ -32,15 +33,17 @@ import functools
 import hmac
 import json
 import os
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import httpx
 import uvicorn
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -55,10 +58,23 @@ from infra.local.fault_injection import (
     exposing_connection_abort,
     inject,
 )
-from infra.local.simulated_cluster import Pacing, SimulatedCluster, SimulatedJob
-from infra.local.simulated_training import InvalidTrainingRequest, TrainingSettings
+from infra.local.simulated_cluster import (
+    DEFAULT_MAX_DOWNLOADS,
+    Pacing,
+    SimulatedCluster,
+    SimulatedJob,
+)
+from infra.local.simulated_training import (
+    MAX_GPU_COUNT,
+    InvalidTrainingRequest,
+    TrainingSettings,
+)
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+# The contract's bound on hyperparameters: their compact JSON takes at most this many bytes.
+MAX_HYPERPARAMETERS_BYTES = 64 * 1024
+_WHOLE_NUMBER = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,9 @@ class SimulatorConfig:
 
     api_key: str
     pacing: Pacing = dataclasses.field(default_factory=Pacing)
+    # Per network operation (connect, each read); waiting for a download slot is not bounded.
     download_timeout: float = 30.0
+    max_downloads: int = DEFAULT_MAX_DOWNLOADS
 
 
 @dataclass
@@ -78,16 +96,33 @@ class _State:
 
 
 class _GpuConfigBody(BaseModel):
-    gpu_type: str = Field(min_length=1)
-    gpu_count: int = Field(default=1, ge=1)
+    model_config = ConfigDict(strict=True)
+
+    gpu_type: str = Field(min_length=1, max_length=64)
+    gpu_count: int = Field(ge=1, le=MAX_GPU_COUNT)
 
 
 class _SubmitBody(BaseModel):
+    """A submission as the contract has it; anything else is refused with 422."""
+
+    model_config = ConfigDict(strict=True)
+
     idempotency_key: str = Field(min_length=1, max_length=255)
+    job_id: UUID
     dataset_url: str = Field(min_length=1)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     gpu_config: _GpuConfigBody
-    job_id: str | None = None
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+        if size > MAX_HYPERPARAMETERS_BYTES:
+            raise ValueError(
+                f"hyperparameters take {size} bytes as JSON; at most "
+                f"{MAX_HYPERPARAMETERS_BYTES} are allowed"
+            )
+        return value
 
 
 class _PacingUpdate(BaseModel):
@@ -195,7 +230,7 @@ async def submit(request: Request) -> Response:
         idempotency_key=body.idempotency_key,
         dataset_url=body.dataset_url,
         settings=settings,
-        job_id=body.job_id,
+        job_id=str(body.job_id),
     )
     return JSONResponse({"external_job_id": job.external_job_id, "status": job.phase}, 201)
 
@@ -203,9 +238,11 @@ async def submit(request: Request) -> Response:
 @_contract("status")
 async def status(request: Request) -> Response:
     job = _job(request)
+    raw = request.query_params.get("since_step", "0")
     try:
-        since_step = int(request.query_params.get("since_step", "0"))
-    except ValueError:
+        # Digits only: int() would also take " 7", "+7" and "7_0".
+        since_step = int(raw) if _WHOLE_NUMBER.fullmatch(raw) else -1
+    except ValueError:  # more digits than int() converts
         since_step = -1
     if since_step < 0:
         return _error(400, "invalid_since_step", "since_step must be a non-negative integer")
@@ -310,7 +347,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, HTTPException):  # registered for HTTPException only
         raise exc
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-    return _error(exc.status_code, code, exc.detail)
+    # 405 carries Allow, naming the methods the endpoint takes.
+    return _error(exc.status_code, code, exc.detail, **(exc.headers or {}))
 
 
 def create_app(config: SimulatorConfig) -> ASGIApp:
@@ -318,9 +356,17 @@ def create_app(config: SimulatorConfig) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        timeout = httpx.Timeout(config.download_timeout)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as downloads:
-            cluster = SimulatedCluster(dataclasses.replace(config.pacing), downloads)
+        # The cluster bounds its downloads with a semaphore that waits; the connection pool must
+        # not bound them again with a pool timeout, which would fail runs for the simulator's own
+        # capacity rather than for anything a real cluster would fail them for.
+        timeout = httpx.Timeout(config.download_timeout, pool=None)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=config.max_downloads)
+        async with httpx.AsyncClient(
+            timeout=timeout, limits=limits, follow_redirects=True
+        ) as downloads:
+            cluster = SimulatedCluster(
+                dataclasses.replace(config.pacing), downloads, config.max_downloads
+            )
             app.state.simulator = _State(config, cluster, FaultInjector())
             yield
             cluster.stop_downloads()
@@ -369,18 +415,39 @@ def main(argv: Sequence[str] | None = None) -> None:
     ):
         value = float(os.environ.get(env, default))
         parser.add_argument(flag, type=float, default=value, help=f"{meaning} (env {env})")
+    parser.add_argument(
+        "--download-timeout",
+        type=float,
+        default=float(os.environ.get("CLUSTER_SIM_DOWNLOAD_TIMEOUT", 30.0)),
+        help="seconds a dataset download may wait to connect or for data "
+        "(env CLUSTER_SIM_DOWNLOAD_TIMEOUT)",
+    )
+    parser.add_argument(
+        "--max-downloads",
+        type=int,
+        default=int(os.environ.get("CLUSTER_SIM_MAX_DOWNLOADS", DEFAULT_MAX_DOWNLOADS)),
+        help="dataset downloads at once; further runs wait, queued (env CLUSTER_SIM_MAX_DOWNLOADS)",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     if not args.api_key:
         parser.error("an API key is required: --api-key or CLUSTER_SIM_API_KEY")
+    if args.download_timeout <= 0 or args.max_downloads < 1:
+        parser.error("--download-timeout must be positive and --max-downloads at least 1")
     try:
         pacing = Pacing(args.steps_per_second, args.init_seconds, args.latency)
     except ValueError as exc:
         parser.error(str(exc))
 
+    config = SimulatorConfig(
+        api_key=args.api_key,
+        pacing=pacing,
+        download_timeout=args.download_timeout,
+        max_downloads=args.max_downloads,
+    )
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(SimulatorConfig(api_key=args.api_key, pacing=pacing)),
+            create_app(config),
             host=args.host,
             port=args.port,
             http="h11",

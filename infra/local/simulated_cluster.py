@@ -3,6 +3,10 @@
 A run advances with the clock rather than with a background loop: its state is computed from
 the time it started running whenever somebody asks, so a thousand runs cost nothing between
 polls. Only the dataset download runs as a task.
+
+Every time a run reports (its points, ``started_at``, ``ended_at``) is read off one monotonic
+clock anchored to the wall clock when the run is submitted, so the times are exact to the
+microsecond and in order even if the system clock is stepped while the run goes.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from infra.local.simulated_training import (
 )
 
 MAX_DATASET_BYTES = 256 * 1024 * 1024
+# Downloads under way at once; the others wait for a slot (as queued runs) and never time out
+# for it: a real cluster does not fail a run because its own download pool is busy.
+DEFAULT_MAX_DOWNLOADS = 64
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -78,8 +85,15 @@ class SimulatedJob:
     plan: TrainingPlan | None = None
     cancel_requests: int = 0
     download: asyncio.Task[None] | None = None
+    # The monotonic clock and the wall clock at the same moment: _wall() converts the one to the
+    # other, so that every time the run reports comes from the monotonic clock.
+    _anchor: tuple[float, datetime] = field(
+        default_factory=lambda: (time.monotonic(), datetime.now(UTC)), init=False
+    )
     _running_at: float = field(default=math.inf, init=False)
     _running_since: datetime | None = field(default=None, init=False)
+    _started_at: datetime | None = field(default=None, init=False)
+    _ended_at: datetime | None = field(default=None, init=False)
     _ended_at_step: int = field(default=0, init=False)
     _failure: _Failure | None = field(default=None, init=False)
     _fail_at: tuple[int, _Failure] | None = field(default=None, init=False)
@@ -91,21 +105,22 @@ class SimulatedJob:
             return
         self.plan = self.settings.plan(training_pairs, self.seed)
         self._running_at = time.monotonic() + self.init_seconds
-        self._running_since = datetime.now(UTC) + timedelta(seconds=self.init_seconds)
+        self._running_since = self._wall(self._running_at)
 
     def fail(self, code: str, message: str) -> None:
         """End the run now as failed, unless it has already ended."""
         status, step = self.advance()
         if status not in _TERMINAL:
-            self.phase, self._ended_at_step, self._failure = "failed", step, _Failure(code, message)
+            self._end("failed", step, self._wall(time.monotonic()))
+            self._failure = _Failure(code, message)
 
     def cancel(self) -> str:
-        """Stop the run unless it has ended; the status it is left in."""
+        """Stop the run unless it has ended: ``cancelled``, or the state the run had ended in."""
         self.cancel_requests += 1
         status, step = self.advance()
         if status in _TERMINAL:
             return status
-        self.phase, self._ended_at_step = "cancelled", step
+        self._end("cancelled", step, self._wall(time.monotonic()))
         if self.download is not None:
             self.download.cancel()
         return self.phase
@@ -123,20 +138,35 @@ class SimulatedJob:
         """Bring the run up to the present: its status and the last step it finished."""
         if self.phase in _TERMINAL:
             return self.phase, self._ended_at_step
-        if self.plan is None or time.monotonic() < self._running_at:
+        now = time.monotonic()
+        if self.plan is None or self._running_since is None or now < self._running_at:
             return self.phase, 0
-        elapsed = time.monotonic() - self._running_at
+        self._started_at = self._running_since
+        elapsed = now - self._running_at
         step = min(self.plan.total_steps, math.floor(elapsed * self.steps_per_second))
         if self._fail_at is not None and step >= self._fail_at[0]:
-            # The failing step never finishes: the last point is the one before it.
-            self.phase, self._ended_at_step = "failed", self._fail_at[0] - 1
-            self._failure = self._fail_at[1]
+            # The failing step never finishes: the last point is the one before it, and the run
+            # stopped when the failing step would have finished, which is when it reads failed.
+            failing_step, self._failure = self._fail_at
+            ended_at = step_time(self._running_since, failing_step, self.steps_per_second)
+            self._end("failed", failing_step - 1, ended_at)
             return self.phase, self._ended_at_step
         if step >= self.plan.total_steps:
-            self.phase, self._ended_at_step = "completed", step
+            # It ended when its last step was recorded.
+            self._end(
+                "completed", step, step_time(self._running_since, step, self.steps_per_second)
+            )
             return self.phase, step
         self.phase = "running"
         return self.phase, step
+
+    def _end(self, phase: str, step: int, ended_at: datetime) -> None:
+        self.phase, self._ended_at_step, self._ended_at = phase, step, ended_at
+
+    def _wall(self, monotonic: float) -> datetime:
+        """The wall-clock time of a monotonic clock reading."""
+        anchor_monotonic, anchor_wall = self._anchor
+        return anchor_wall + timedelta(seconds=monotonic - anchor_monotonic)
 
     def status_body(self, since_step: int) -> dict[str, Any]:
         """The contract's answer to ``GET /training/status/{id}?since_step=N``."""
@@ -147,13 +177,15 @@ class SimulatedJob:
         if plan is not None and status != "completed":
             progress = round(100 * step / plan.total_steps, 2)
         return {
-            "external_job_id": self.external_job_id,
             "status": status,
             "progress": progress,
             "current_epoch": plan.epoch_of(step) if plan else 0,
             "total_epochs": self.settings.epochs,
             "current_step": step,
             "total_steps": plan.total_steps if plan else None,
+            # Null until the run starts training, and for a run stopped before it did.
+            "started_at": None if self._started_at is None else self._started_at.isoformat(),
+            "ended_at": None if self._ended_at is None else self._ended_at.isoformat(),
             "metrics": points[-1] if points else None,
             "history": points[since_step:],
             "error": None
@@ -176,12 +208,20 @@ class SimulatedJob:
 class SimulatedCluster:
     """Every run the simulator knows, keyed by external id and by idempotency key."""
 
-    def __init__(self, pacing: Pacing, downloads: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        pacing: Pacing,
+        downloads: httpx.AsyncClient,
+        max_downloads: int = DEFAULT_MAX_DOWNLOADS,
+    ) -> None:
+        if max_downloads < 1:
+            raise ValueError("max_downloads must be at least 1")
         self.pacing = pacing
         self.jobs: dict[str, SimulatedJob] = {}
         self.submissions: dict[str, Submission] = {}
         self.requests: Counter[str] = Counter()
         self._downloads = downloads
+        self._download_slots = asyncio.Semaphore(max_downloads)
 
     def submission(self, idempotency_key: str) -> Submission:
         """What has arrived so far for an idempotency key."""
@@ -236,15 +276,19 @@ class SimulatedCluster:
                 job.download.cancel()
 
     async def _prepare(self, job: SimulatedJob, dataset_url: str) -> None:
-        job.phase = "initializing"
-        try:
-            pairs = count_training_pairs(await self._download(dataset_url))
-        except DatasetUnavailable as exc:
-            job.fail("dataset_unavailable", str(exc))
-        except InvalidDataset as exc:
-            job.fail("dataset_invalid", str(exc))
-        else:
-            job.dataset_ready(pairs)
+        # A run waiting for a download slot stays queued, however long it takes: the simulator's
+        # own capacity must never be what fails a run.
+        async with self._download_slots:
+            if job.phase == "queued":
+                job.phase = "initializing"
+            try:
+                pairs = count_training_pairs(await self._download(dataset_url))
+            except DatasetUnavailable as exc:
+                job.fail("dataset_unavailable", str(exc))
+            except InvalidDataset as exc:
+                job.fail("dataset_invalid", str(exc))
+            else:
+                job.dataset_ready(pairs)
 
     async def _download(self, url: str) -> bytes:
         try:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import sys
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,27 +29,49 @@ API_KEY = "test-cluster-key"
 STEPS_PER_SECOND = 250.0
 # Long enough for any run the tests start; a run still going after it is a failure.
 RUN_TIMEOUT_SECONDS = 10.0
+_SLICE_SECONDS = 0.25
+
+
+class _Server(ThreadingHTTPServer):
+    # Hundreds of downloads may connect at once; the default backlog of 5 would drop their
+    # connection attempts and make them wait for a SYN retransmission.
+    request_queue_size = 1024
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A download abandoned half-way (a reset simulator, a cancelled run) is no error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class DatasetServer:
-    """A tiny HTTP server on 127.0.0.1 that serves dataset files, or errors, by path."""
+    """A tiny HTTP server on 127.0.0.1 that serves dataset files, or errors, by path.
+
+    A file may be served slowly, as a busy object store does: its headers at once, then its body
+    in slices over ``delay`` seconds, a slice at least every 0.25 s, so that a slow download is
+    never mistaken for a stalled one by a read timeout of a second.
+    """
 
     def __init__(self) -> None:
-        self._files: dict[str, tuple[int, bytes]] = {}
+        self._files: dict[str, tuple[int, bytes, float]] = {}
         files = self._files
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                status, body = files.get(self.path, (404, b"no such file"))
+                status, body, delay = files.get(self.path, (404, b"no such file", 0.0))
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                slices = max(1, math.ceil(delay / _SLICE_SECONDS))
+                for number in range(slices):
+                    time.sleep(delay / slices)
+                    self.wfile.write(
+                        body[number * len(body) // slices : (number + 1) * len(body) // slices]
+                    )
 
             def log_message(self, format: str, *args: Any) -> None:
                 """Keep test output quiet."""
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -55,19 +80,20 @@ class DatasetServer:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def publish(self, body: bytes, status: int = 200) -> str:
-        """Serve ``body`` with ``status`` at a new URL, and return the URL."""
+    def publish(self, body: bytes, status: int = 200, delay: float = 0.0) -> str:
+        """Serve ``body`` with ``status``, ``delay`` seconds after each request, at a new URL;
+        return the URL."""
         path = f"/datasets/{uuid.uuid4().hex}.jsonl?token=signed"
-        self._files[path] = (status, body)
+        self._files[path] = (status, body, delay)
         return self.base_url + path
 
-    def jsonl(self, pairs: int) -> str:
+    def jsonl(self, pairs: int, delay: float = 0.0) -> str:
         """A JSONL dataset of ``pairs`` training pairs, one a line."""
         lines = (
             json.dumps({"prompt": f"question {i}", "completion": f"answer {i}"})
             for i in range(pairs)
         )
-        return self.publish("\n".join(lines).encode() + b"\n")
+        return self.publish("\n".join(lines).encode() + b"\n", delay=delay)
 
     def close(self) -> None:
         self._server.shutdown()

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.anyio
 async def test_submitted_run_completes_with_its_adapter(
     cluster: RestTrainingCluster, datasets: DatasetServer
 ) -> None:
-    """A submitted run is queued, then completes with full progress and an artifact URI."""
+    """A submitted run is queued, then completes with full progress, an artifact URI and the
+    times it started and ended."""
     submitted = await cluster.submit(training_request(datasets.jsonl(40), epochs=2))
 
     assert submitted.status is ClusterJobState.QUEUED
@@ -35,6 +36,9 @@ async def test_submitted_run_completes_with_its_adapter(
     assert final.artifact_uri == f"s3://lora-artifacts/{submitted.external_job_id}/adapter"
     assert [point.step for point in final.history] == list(range(1, 11))
     assert final.metrics == final.history[-1]
+    assert final.started_at is not None
+    assert final.started_at < final.history[0].recorded_at
+    assert final.ended_at == final.history[-1].recorded_at
 
 
 @pytest.mark.parametrize(
@@ -187,13 +191,16 @@ async def test_cancel_stops_a_run_and_is_idempotent(
     submitted = await cluster.submit(training_request(datasets.jsonl(800)))
     await asyncio.sleep(0.2)
 
-    await cluster.cancel(submitted.external_job_id)
+    first = await cluster.cancel(submitted.external_job_id)
     stopped = await cluster.status(submitted.external_job_id)
     await asyncio.sleep(0.2)
-    await cluster.cancel(submitted.external_job_id)
+    second = await cluster.cancel(submitted.external_job_id)
     later = await cluster.status(submitted.external_job_id)
 
+    assert first.status is second.status is ClusterJobState.CANCELLED
+    assert first.external_job_id == submitted.external_job_id
     assert stopped.status is ClusterJobState.CANCELLED
+    assert stopped.ended_at is not None
     assert later == stopped
     assert stopped.current_step < (stopped.total_steps or 0)
     assert sim.job(submitted.external_job_id)["cancel_requests"] == 2
@@ -202,12 +209,13 @@ async def test_cancel_stops_a_run_and_is_idempotent(
 async def test_cancelling_a_finished_run_leaves_it_completed(
     cluster: RestTrainingCluster, datasets: DatasetServer
 ) -> None:
-    """A cancel that arrives after the run completed is accepted and changes nothing."""
+    """A cancel that arrives after the run completed answers completed and changes nothing."""
     submitted = await cluster.submit(training_request(datasets.jsonl(8)))
     completed = await wait_until_ended(cluster, submitted.external_job_id)
 
-    await cluster.cancel(submitted.external_job_id)
+    answer = await cluster.cancel(submitted.external_job_id)
 
+    assert answer.status is ClusterJobState.COMPLETED
     assert await cluster.status(submitted.external_job_id) == completed
 
 
@@ -256,6 +264,8 @@ async def test_dataset_download_failure_fails_the_run(
     assert final.error.code == "dataset_unavailable"
     assert final.error.message == f"downloading the dataset failed with {reason}"
     assert (final.total_steps, final.history) == (None, [])
+    assert final.started_at is None
+    assert final.ended_at is not None
 
 
 @pytest.mark.parametrize(
@@ -311,3 +321,6 @@ async def test_run_failing_mid_way_reports_failed_with_its_error(
     assert final.current_step == 6
     assert [point.step for point in final.history] == list(range(1, 7))
     assert final.artifact_uri is None
+    assert final.started_at is not None
+    assert final.ended_at is not None
+    assert final.ended_at > final.history[-1].recorded_at
