@@ -111,6 +111,11 @@ class TrainingJob(_Row):
     estimated_completion_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    run_started_at: datetime | None = None
+    run_ended_at: datetime | None = None
+    run_settled_at: datetime | None = None
+    lost_contact_since: datetime | None = None
+    stalled_since: datetime | None = None
     created_at: datetime
     updated_at: datetime
     idempotency_key: UUID | None = None

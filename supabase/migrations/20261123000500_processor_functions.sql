@@ -862,14 +862,19 @@ as $$
   select count(*)::integer from delivered
 $$;
 
--- Fails the given jobs with their message, one statement for all: for results that could not be
--- recorded with their batch. A job that may be running at the cluster gets a cancel to deliver.
--- p_failures: [{job_id, message}]. Returns how many failed.
+-- For results that could not be recorded with their batch, one statement for all of them
+-- (p_failures: [{job_id, message}]): an active job fails with the message, and gets a cancel to
+-- deliver since its run may be going; an ended job whose run was being settled stops being
+-- asked about, its message saying why. Returns how many jobs changed.
 create function public.processor_fail_jobs(p_owner uuid, p_failures jsonb) returns integer
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
+declare
+  n_failed integer;
+  n_settled integer;
+begin
   with failed as (
     update public.training_jobs j
     set status = 'failed',
@@ -883,7 +888,23 @@ as $$
       and j.status in ('initializing', 'running')
     returning 1
   )
-  select count(*)::integer from failed
+  select count(*)::integer into n_failed from failed;
+
+  with settled as (
+    update public.training_jobs j
+    set run_settled_at = now(),
+        error_message = concat_ws(' ', j.error_message, r.message),
+        lease_owner = null,
+        lease_expires_at = null
+    from jsonb_to_recordset(p_failures) as r(job_id uuid, message text)
+    where j.id = r.job_id
+      and j.lease_owner = p_owner
+      and j.status in ('completed', 'failed', 'cancelled')
+    returning 1
+  )
+  select count(*)::integer into n_settled from settled;
+  return n_failed + n_settled;
+end;
 $$;
 
 -- Releases the given jobs for a later cycle without counting anything against them.
