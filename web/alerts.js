@@ -1,26 +1,37 @@
-// What the page has to say beyond the figures: how a job ended, a running job that may be
-// stalled, the page's own lost connection to get-job, and the problems that end the monitor
-// (refused token, no such job).
+// What the page has to say beyond the figures: how a job ended, the processor's warnings about a
+// running one (stalled, cluster out of reach), the page's own lost connection to get-job, and
+// the problems that end the monitor (refused token, no such job).
+//
+// The warnings are the processor's verdicts as get-job reports them (`stalled_since`,
+// `lost_contact_since`); the page never judges a stall or an outage itself.
 
 import * as fmt from "./format.js";
-import { isTerminal, secondsBetween } from "./state.js";
-import { latest } from "./series.js";
+import { ACTIVE, isTerminal, secondsBetween } from "./state.js";
 
-// As the processor judges a stall: no step for ten times the usual step time, and never sooner
-// than five minutes (PROCESSOR_STALL_FACTOR, PROCESSOR_STALL_MIN_SECONDS).
-const STALL_FACTOR = 10;
-const STALL_MIN_SECONDS = 300;
-
-/** The list under the header: one alert per fact. */
+/** The list under the header: one alert per fact, in the order given. */
 export function renderAlerts(view, state, now) {
-  const alerts = isTerminal(state) ? outcome(state.job) : warnings(state, now);
-  view.fields.alerts.replaceChildren(...alerts.map(alertElement));
+  const alerts = isTerminal(state) ? outcome(state.job) : warnings(state.job, now);
+  const list = view.fields.alerts;
+  const shown = [...list.children];
+  const same =
+    shown.length === alerts.length &&
+    shown.every((node, index) => node.dataset.alert === alerts[index].key);
+  if (!same) {
+    list.replaceChildren(...alerts.map(alertElement));
+    return;
+  }
+  // The same alerts as before: touch only the text that changed, so that a screen reader (the
+  // list is a polite live region) hears of a change, not of every poll or clock tick.
+  alerts.forEach(({ text }, index) => {
+    if (shown[index].textContent !== text) shown[index].textContent = text;
+  });
 }
 
-function alertElement({ kind, text }) {
+function alertElement({ key, kind, text }) {
   const alert = document.createElement("p");
   alert.className = `lrm-alert lrm-alert-${kind}`;
   alert.dataset.kind = kind;
+  alert.dataset.alert = key;
   alert.textContent = text;
   return alert;
 }
@@ -52,29 +63,35 @@ function outcome(job) {
   return [];
 }
 
-function warnings(state, now) {
-  const idle = stalledFor(state, now);
-  if (idle === null) return [];
-  return [
-    {
+function warnings(job, now) {
+  if (!ACTIVE.has(job.status)) return [];
+  const alerts = [];
+  if (job.lost_contact_since) {
+    alerts.push({
+      key: "lost-contact",
+      kind: "warning",
+      text:
+        `Lost contact with the GPU cluster since ${since(job.lost_contact_since, now)}. ` +
+        "The training may well be going on; the figures below are from the cluster's last " +
+        "report. The runner keeps trying, and gives the job up if the cluster stays out of reach.",
+    });
+  }
+  if (job.stalled_since) {
+    // The processor dates a stall from the last step that moved the counter.
+    alerts.push({
       key: "stalled",
       kind: "warning",
       text:
-        `No progress for ${fmt.duration(idle)}: the run may be stalled. ` +
+        `No new step since ${since(job.stalled_since, now)}: the run may be stalled. ` +
         "The runner keeps checking it and fails it if the cluster reports a problem.",
-    },
-  ];
+    });
+  }
+  return alerts;
 }
 
-/** Seconds since the step counter last moved, when that is long enough to call a stall. */
-function stalledFor({ job, points }, now) {
-  if (job.status !== "running") return null;
-  const lastMove = job.last_progress_at ?? latest(points, "step")?.recorded_at;
-  if (!lastMove) return null;
-  const idle = (now - new Date(lastMove).getTime()) / 1000;
-  const ran = secondsBetween(job.started_at, lastMove);
-  const perStep = ran !== null && job.current_step > 0 ? ran / job.current_step : 0;
-  return idle > Math.max(STALL_MIN_SECONDS, STALL_FACTOR * perStep) ? idle : null;
+/** "14:05 (12 minutes ago)". */
+function since(timestamp, now) {
+  return `${fmt.timeOfDay(timestamp)} (${fmt.fromNow(timestamp, now)})`;
 }
 
 /** The banner for the page's own connection to get-job: shown while retrying. */

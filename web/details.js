@@ -35,6 +35,8 @@ export function renderDetails(view, state) {
   fields["created-at"].textContent = fmt.timestamp(job.created_at);
   fields["started-at"].textContent = fmt.timestamp(job.started_at);
   fields["completed-at"].textContent = fmt.timestamp(job.completed_at);
+  fields["run-started-at"].textContent = fmt.timestamp(job.run_started_at);
+  fields["run-ended-at"].textContent = fmt.timestamp(job.run_ended_at);
   fields["updated-at"].textContent = fmt.timestamp(job.updated_at);
   fields["error-message"].textContent = job.error_message ?? "None";
 }

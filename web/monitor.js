@@ -43,12 +43,13 @@ export function mountMonitor(element, options) {
   const charts = createMetricCharts(view);
   let ticker = null;
 
-  /** What changes with the clock alone: elapsed time, ETA, "updated … ago", the retry countdown. */
+  /** What changes with the clock alone: times, relative times, the retry countdown. */
   const renderClock = () => {
     const now = Date.now();
     renderConnection(view, state, now);
     if (!state.job) return;
     renderTimes(view, state, now);
+    renderAlerts(view, state, now);
   };
 
   const render = () => {
@@ -59,7 +60,6 @@ export function mountMonitor(element, options) {
     renderCancel(view, state);
     renderProgress(view, state);
     renderCards(view, state);
-    renderAlerts(view, state, Date.now());
     renderDetails(view, state);
     charts.render(state);
     renderClock();

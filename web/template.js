@@ -148,6 +148,8 @@ const template = (id) => `
             <div><dt>Created</dt><dd data-field="created-at">—</dd></div>
             <div><dt>Started</dt><dd data-field="started-at">—</dd></div>
             <div><dt>Completed</dt><dd data-field="completed-at">—</dd></div>
+            <div><dt>Cluster run started</dt><dd data-field="run-started-at">—</dd></div>
+            <div><dt>Cluster run ended</dt><dd data-field="run-ended-at">—</dd></div>
             <div><dt>Last updated</dt><dd data-field="updated-at">—</dd></div>
             <div><dt>Error message</dt><dd data-field="error-message">—</dd></div>
           </dl>

@@ -185,9 +185,19 @@ class DemoData:
                 (self.job_ids,),
             )
 
-    def stalled_job(self, *, steps_done: int, total_steps: int, idle: timedelta) -> str:
+    def idle_job(
+        self,
+        *,
+        steps_done: int,
+        total_steps: int,
+        idle: timedelta,
+        cost: float = 0.0,
+        stalled_for: timedelta | None = None,
+        lost_contact_for: timedelta | None = None,
+    ) -> str:
         """A job running for a while whose steps stopped `idle` ago, on a cluster the processor
-        will not ask about for a day: nothing moves it while a test looks at it."""
+        will not ask about for a day: nothing moves it while a test looks at it. It has cost `cost`
+        so far; its warnings are set as the processor sets them (see `set_warnings`)."""
         job_id = self.queue_job()
         with psycopg.connect(self.conninfo) as conn, conn.transaction():
             conn.execute(
@@ -196,13 +206,32 @@ class DemoData:
                 (job_id,),
             )
             conn.execute(
-                "update training_jobs set status = 'running', external_job_id = 'stalled-run',"
-                " started_at = now() - 2 * %s::interval, last_progress_at = now() - %s::interval,"
-                " current_step = %s, total_steps = %s, current_epoch = 1,"
+                "update training_jobs set status = 'running', external_job_id = 'idle-run-' || id,"
+                " started_at = now() - 2 * %s::interval, run_started_at = now() - 2 * %s::interval,"
+                " last_progress_at = now() - %s::interval,"
+                " current_step = %s, total_steps = %s, current_epoch = 1, current_cost = %s,"
                 " progress = round(100.0 * %s / %s, 2) where id = %s",
-                (idle, idle, steps_done, total_steps, steps_done, total_steps, job_id),
+                (idle, idle, idle, steps_done, total_steps, cost, steps_done, total_steps, job_id),
             )
+        self.set_warnings(job_id, stalled_for=stalled_for, lost_contact_for=lost_contact_for)
         return job_id
+
+    def set_warnings(
+        self,
+        job_id: str,
+        *,
+        stalled_for: timedelta | None = None,
+        lost_contact_for: timedelta | None = None,
+    ) -> None:
+        """The processor's verdicts on a job: stalled since `stalled_for` ago (the processor
+        dates a stall from the last step), out of contact with the cluster since
+        `lost_contact_for` ago; None clears one, as progress or a good poll would."""
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute(
+                "update training_jobs set stalled_since = now() - %s::interval,"
+                " lost_contact_since = now() - %s::interval where id = %s",
+                (stalled_for, lost_contact_for, job_id),
+            )
 
     def job(self, job_id: str) -> dict[str, Any]:
         row = self._one("select to_jsonb(j) from training_jobs j where id = %s", (job_id,))

@@ -144,9 +144,12 @@ def test_a_lost_connection_shows_a_retry_and_recovers(
 def test_a_stalled_job_warns_and_unchanged_polls_are_answered_304(
     monitor: Monitor, demo: DemoData
 ) -> None:
-    """A running job whose steps stopped an hour ago shows the stalled warning; while nothing
-    changes the page's conditional requests come back 304 and it keeps its state."""
-    job_id = demo.stalled_job(steps_done=10, total_steps=75, idle=timedelta(hours=1))
+    """A running job the processor marked stalled shows the stalled warning with since when;
+    while nothing changes the page's conditional requests come back 304 and it keeps its
+    state."""
+    job_id = demo.idle_job(
+        steps_done=10, total_steps=75, idle=timedelta(hours=1), stalled_for=timedelta(hours=1)
+    )
     statuses: list[int] = []
     monitor.page.on(
         "response",
@@ -158,7 +161,11 @@ def test_a_stalled_job_warns_and_unchanged_polls_are_answered_304(
     )
     monitor.open(job_id)
 
-    expect(monitor.field("alerts")).to_contain_text("No progress for 1 h", timeout=SOON)
+    stalled = monitor.field("alerts").locator('[data-alert="stalled"]')
+    expect(stalled).to_contain_text("No new step since", timeout=SOON)
+    expect(stalled).to_contain_text("(1 hour ago): the run may be stalled")
+    expect(stalled).to_have_attribute("data-kind", "warning")
+    expect(monitor.field("alerts").locator('[data-alert="lost-contact"]')).to_have_count(0)
     expect(monitor.field("status")).to_have_text("Running")
     expect(monitor.field("step")).to_have_text("10 / 75")
     monitor.page.wait_for_timeout(3.5 * POLL_SECONDS * 1000)
@@ -166,6 +173,58 @@ def test_a_stalled_job_warns_and_unchanged_polls_are_answered_304(
     assert 304 in statuses[1:], statuses
     expect(monitor.field("step")).to_have_text("10 / 75")
     expect(monitor.field("alerts")).to_contain_text("stalled")
+
+
+def test_lost_contact_with_the_cluster_warns_until_contact_is_back(
+    monitor: Monitor, demo: DemoData
+) -> None:
+    """A running job the processor cannot reach the cluster about shows the lost-contact warning
+    with how long ago contact was lost, apart from the page's own connection banner and with the
+    job's cost; it goes away once the processor clears it."""
+    job_id = demo.idle_job(
+        steps_done=30,
+        total_steps=75,
+        idle=timedelta(minutes=15),
+        cost=1.25,
+        lost_contact_for=timedelta(minutes=12),
+    )
+    monitor.open(job_id)
+
+    lost = monitor.field("alerts").locator('[data-alert="lost-contact"]')
+    expect(lost).to_contain_text("Lost contact with the GPU cluster since", timeout=SOON)
+    expect(lost).to_contain_text("(12 minutes ago)")
+    expect(lost).to_have_attribute("data-kind", "warning")
+    expect(monitor.field("alerts").locator('[data-alert="stalled"]')).to_have_count(0)
+    expect(monitor.field("connection")).to_be_hidden()
+    expect(monitor.field("freshness")).to_contain_text("Live")
+    expect(monitor.field("status")).to_have_text("Running")
+    expect(monitor.field("cost")).to_have_text("$1.25")
+    monitor.screenshot("monitor-lost-contact.png")
+
+    demo.set_warnings(job_id)
+    expect(lost).to_have_count(0, timeout=SOON)
+    expect(monitor.field("status")).to_have_text("Running")
+
+
+def test_no_warning_while_the_processor_reports_neither_stall_nor_lost_contact(
+    monitor: Monitor, demo: DemoData
+) -> None:
+    """With `stalled_since` and `lost_contact_since` both null the page shows no warning, even
+    for a job whose steps stopped long ago (judging a stall is the processor's business), and Job
+    Info shows the run's start at the cluster."""
+    job_id = demo.idle_job(steps_done=50, total_steps=75, idle=timedelta(hours=1))
+    monitor.open(job_id)
+
+    expect(monitor.field("status")).to_have_text("Running", timeout=SOON)
+    expect(monitor.field("step")).to_have_text("50 / 75")
+    # A few polls and clock ticks later, still nothing to warn about.
+    monitor.page.wait_for_timeout(2.5 * POLL_SECONDS * 1000)
+    assert len(monitor.get_job_requests) >= 3
+    expect(monitor.field("alerts")).to_be_empty()
+    expect(monitor.field("connection")).to_be_hidden()
+    # The Job Info tab has the run's own times at the cluster: started, not ended.
+    expect(monitor.field("run-started-at")).not_to_have_text("—")
+    expect(monitor.field("run-ended-at")).to_have_text("—")
 
 
 def test_a_budget_cancellation_says_why(monitor: Monitor, demo: DemoData) -> None:
