@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.training_events import ArtifactTargets
+
 
 class ClusterJobState(StrEnum):
     """Where a training run stands on the cluster."""
@@ -76,6 +78,8 @@ class SubmitRequest(_ClusterModel):
     dataset_url: str = Field(min_length=1)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     gpu_config: GpuConfig
+    # Where the run's adapter and checkpoints go, with signed upload URLs: never a storage key.
+    artifacts: ArtifactTargets | None = None
 
     @field_validator("hyperparameters")
     @classmethod
@@ -105,8 +109,9 @@ class MetricsPoint(_ClusterModel):
     validation_loss: float | None = None
     learning_rate: float = Field(ge=0)
     throughput: float = Field(ge=0, description="tokens per second")
-    gpu_utilization: float = Field(ge=0, le=100, description="percent")
-    gpu_memory: float = Field(ge=0, description="gigabytes in use")
+    # None where the run has no GPU to measure: never a made-up 0.
+    gpu_utilization: float | None = Field(default=None, ge=0, le=100, description="percent")
+    gpu_memory: float | None = Field(default=None, ge=0, description="gigabytes in use")
     recorded_at: AwareDatetime
 
 
