@@ -102,6 +102,13 @@ class _GpuConfigBody(BaseModel):
     gpu_count: int = Field(ge=1, le=MAX_GPU_COUNT)
 
 
+class _ArtifactTargetsBody(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    location: str = Field(min_length=1)
+    upload_urls: dict[str, str] = Field(default_factory=dict)
+
+
 class _SubmitBody(BaseModel):
     """A submission as the contract has it; anything else is refused with 422."""
 
@@ -112,6 +119,7 @@ class _SubmitBody(BaseModel):
     dataset_url: str = Field(min_length=1)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     gpu_config: _GpuConfigBody
+    artifacts: _ArtifactTargetsBody | None = None
 
     @field_validator("hyperparameters")
     @classmethod
@@ -231,6 +239,7 @@ async def submit(request: Request) -> Response:
         dataset_url=body.dataset_url,
         settings=settings,
         job_id=str(body.job_id),
+        artifact_location=None if body.artifacts is None else body.artifacts.location,
     )
     return JSONResponse({"external_job_id": job.external_job_id, "status": job.phase}, 201)
 

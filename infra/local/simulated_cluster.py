@@ -85,6 +85,8 @@ class SimulatedJob:
     plan: TrainingPlan | None = None
     cancel_requests: int = 0
     download: asyncio.Task[None] | None = None
+    # Where the submission asked for the adapter to go; nothing is uploaded there.
+    artifact_location: str | None = None
     # The monotonic clock and the wall clock at the same moment: _wall() converts the one to the
     # other, so that every time the run reports comes from the monotonic clock.
     _anchor: tuple[float, datetime] = field(
@@ -191,10 +193,14 @@ class SimulatedJob:
             "error": None
             if self._failure is None
             else {"code": self._failure.code, "message": self._failure.message},
-            "artifact_uri": f"s3://lora-artifacts/{self.external_job_id}/adapter"
-            if status == "completed"
-            else None,
+            "artifact_uri": self._artifact_uri() if status == "completed" else None,
         }
+
+    def _artifact_uri(self) -> str:
+        # The adapter goes under adapter/ of the location the submission gave, if it gave one.
+        if self.artifact_location is not None:
+            return f"{self.artifact_location.rstrip('/')}/adapter"
+        return f"s3://lora-artifacts/{self.external_job_id}/adapter"
 
     def _points_until(self, step: int) -> list[dict[str, Any]]:
         # Points are made once and kept, so every poll serves the very same values.
@@ -241,6 +247,7 @@ class SimulatedCluster:
         dataset_url: str,
         settings: TrainingSettings,
         job_id: str | None,
+        artifact_location: str | None = None,
     ) -> SimulatedJob:
         """Start a new run for an idempotency key that has none, and fetch its dataset."""
         if self.find(idempotency_key) is not None:
@@ -255,6 +262,7 @@ class SimulatedCluster:
             seed=int.from_bytes(hashlib.sha256(seed_source.encode()).digest()[:8], "big"),
             steps_per_second=self.pacing.steps_per_second,
             init_seconds=self.pacing.init_seconds,
+            artifact_location=artifact_location,
         )
         self.jobs[external_job_id] = job
         self.submission(idempotency_key).external_job_id = external_job_id

@@ -144,6 +144,12 @@ def test_submission_missing_a_field_is_422(http: httpx.Client, field: str) -> No
         ({"idempotency_key": "k" * 256}, "idempotency_key"),
         ({"hyperparameters": {"notes": "x" * 65536}}, "hyperparameters"),
         ({"hyperparameters": ["epochs", 2]}, "hyperparameters"),
+        ({"artifacts": {"location": ""}}, "artifacts.location"),
+        ({"artifacts": {"location": "s3://b/j/", "bucket": "b"}}, "artifacts.bucket"),
+        (
+            {"artifacts": {"location": "s3://b/j/", "upload_urls": {"a": 1}}},
+            "artifacts.upload_urls.a",
+        ),
     ],
 )
 def test_submission_off_contract_is_422(
@@ -156,6 +162,20 @@ def test_submission_off_contract_is_422(
     assert answer.status_code == 422
     assert answer.json()["error"]["message"].startswith(f"{field}: ")
     assert http.get("/_sim/health").json()["jobs"] == 0
+
+
+def test_run_given_artifact_targets_reports_its_adapter_there(
+    http: httpx.Client, datasets: DatasetServer
+) -> None:
+    """A completed run whose submission named an artifact location reports its adapter under it."""
+    artifacts = {
+        "location": "s3://lora-artifacts/user-1/job-1/",
+        "upload_urls": {"adapter/adapter_model.safetensors": "http://127.0.0.1:9/put?signed"},
+    }
+
+    final = run_to_end(http, submission(datasets.jsonl(8), "targets", artifacts=artifacts))
+
+    assert final["artifact_uri"] == "s3://lora-artifacts/user-1/job-1/adapter"
 
 
 def test_hyperparameters_of_exactly_64_kib_are_accepted(
