@@ -94,6 +94,11 @@ class ClusterSettings(BaseSettings):
     gpu_cluster_read_timeout_seconds: float = Field(default=15.0, gt=0)
     # Attempts within one call; across cycles the processor counts failures per job separately.
     gpu_cluster_max_attempts: int = Field(default=3, ge=1, le=10)
+    # The processor never has more cluster calls in flight than PROCESSOR_CONCURRENCY, so that
+    # bounds the connection pool: each call in flight gets a connection, none waits for one and
+    # none is opened in vain. Read here as well as in ProcessorSettings (same default and range)
+    # so that cancel-job, which makes one call, needs no processor settings.
+    processor_concurrency: int = Field(default=100, ge=1, le=1000)
 
 
 class StorageSettings(BaseSettings):
@@ -102,6 +107,10 @@ class StorageSettings(BaseSettings):
     model_config = _CONFIG
 
     storage_backend: Literal["supabase", "s3"] = "supabase"
+    # Where runs upload their adapters and checkpoints, under <user id>/<job id>/.
+    artifacts_bucket: str = Field(
+        default="lora-artifacts", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+    )
     supabase_url: str | None = None
     supabase_service_role_key: SecretStr | None = Field(
         default=None,

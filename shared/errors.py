@@ -45,12 +45,30 @@ class AuthUnavailable(LoraRunnerError):
 # --- database ------------------------------------------------------------------------------------
 
 
+# The gateway fills in `sqlstate` (the database's error code, or PostgREST's PGRSTxxx; None when
+# the database was not reached) and `function` (the SQL function called), so that a caller can log
+# them next to its own context (a job id); neither is ever shown to a user.
 class DatabaseError(LoraRunnerError):
     """The database refused the operation."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        sqlstate: str | None = None,
+        function: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.function = function
 
 
 class DatabaseUnavailable(DatabaseError):
     """The database could not be reached."""
+
+
+class InvalidValue(DatabaseError):
+    """A value in the request is not in the form the database expects."""
 
 
 class NotFound(DatabaseError):
@@ -82,6 +100,10 @@ class UnknownBucket(StorageError):
 
 class DatasetFileMissing(StorageError):
     """The dataset file is not in its storage bucket."""
+
+
+class ArtifactMissing(StorageError):
+    """The job's trained adapter is not in storage."""
 
 
 # --- GPU cluster ---------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -48,9 +48,15 @@ from shared.processor_contract import (
     SubmissionOutcome,
     SubmissionResult,
 )
-from shared.storage import DatasetStorage
+from shared.storage import ArtifactStorage, DatasetStorage
 
 _T = TypeVar("_T")
+
+
+class Storage(DatasetStorage, ArtifactStorage, Protocol):
+    """What the processor signs URLs with: datasets to download, artifacts to upload."""
+
+
 _R = TypeVar("_R", SubmissionResult, PollResult, CancelDelivery)
 _log = logging.getLogger(__name__)
 
@@ -87,7 +93,7 @@ class Processor:
         self,
         db: Database,
         cluster: TrainingCluster,
-        storage: DatasetStorage,
+        storage: Storage,
         settings: ProcessorSettings,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -260,13 +266,16 @@ class Processor:
             url = await asyncio.to_thread(
                 self._storage.signed_url, job["storage_bucket"], job["storage_path"]
             )
+            artifacts = await asyncio.to_thread(
+                self._storage.upload_targets, job["user_id"], job_id
+            )
         except (UnknownBucket, DatasetFileMissing) as exc:
             return rejected(f"The dataset cannot be read: {exc.message}")
         except StorageError as exc:
             return SubmissionResult(
                 job_id=job_id,
                 outcome=SubmissionOutcome.TRANSIENT,
-                message=f"Dataset storage is unavailable: {exc.message}",
+                message=f"Storage is unavailable: {exc.message}",
             )
         try:
             request = SubmitRequest(
@@ -275,6 +284,7 @@ class Processor:
                 dataset_url=url,
                 hyperparameters=job["hyperparameters"],
                 gpu_config=job["gpu_config"],
+                artifacts=artifacts,
             )
         except ValidationError as exc:
             return rejected(f"The job's configuration is invalid: {_first_error(exc)}")

@@ -32,7 +32,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from shared.storage import KNOWN_BUCKETS, create_s3_client
+from shared.storage import ARTIFACTS_BUCKET, KNOWN_BUCKETS, create_s3_client
 
 HOST: Final = "127.0.0.1"
 LOCAL_REGION: Final = "us-east-1"
@@ -119,8 +119,9 @@ class LocalS3Server:
 
 
 def create_buckets(client: Any) -> None:
-    """Create every bucket the runner knows; buckets that already exist are kept as they are."""
-    for bucket in KNOWN_BUCKETS:
+    """Create every bucket the runner knows (the dataset buckets and the artifacts bucket);
+    buckets that already exist are kept as they are."""
+    for bucket in (*KNOWN_BUCKETS, ARTIFACTS_BUCKET):
         try:
             client.create_bucket(Bucket=bucket)
         except ClientError as exc:

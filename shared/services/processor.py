@@ -1,37 +1,11 @@
-"""What the processor needs besides the database and the cluster: its settings and storage."""
+"""What the processor needs besides the database, the cluster and storage: its settings."""
 
 from __future__ import annotations
 
 import functools
 
-from shared.config import ProcessorSettings, StorageSettings, load
-from shared.storage import (
-    DatasetStorage,
-    S3DatasetStorage,
-    SupabaseDatasetStorage,
-    create_s3_client,
-)
-
-
-@functools.cache
-def storage() -> DatasetStorage:
-    settings = load(StorageSettings)
-    if settings.storage_backend == "s3":
-        assert settings.s3_access_key_id is not None  # noqa: S101 - checked by the settings
-        assert settings.s3_secret_access_key is not None  # noqa: S101
-        return S3DatasetStorage(
-            create_s3_client(
-                endpoint_url=settings.s3_endpoint_url,
-                region=settings.s3_region,
-                access_key_id=settings.s3_access_key_id,
-                secret_access_key=settings.s3_secret_access_key.get_secret_value(),
-            )
-        )
-    assert settings.supabase_url is not None  # noqa: S101
-    assert settings.supabase_service_role_key is not None  # noqa: S101
-    return SupabaseDatasetStorage.connect(
-        settings.supabase_url, settings.supabase_service_role_key.get_secret_value()
-    )
+from shared.config import ProcessorSettings, load
+from shared.services.storage import storage as storage
 
 
 @functools.cache

@@ -8,13 +8,23 @@ a missing dataset must fail the job now, not hours later when the cluster tries 
 from __future__ import annotations
 
 from typing import Any, Final, Protocol
+from uuid import UUID
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.errors import DatasetFileMissing, StorageError
+from shared.errors import ArtifactMissing, DatasetFileMissing, StorageError
+from shared.storage.artifacts import (
+    ADAPTER_DIR,
+    ARTIFACTS_BUCKET,
+    DOWNLOAD_URL_TTL_SECONDS,
+    UPLOAD_URL_TTL_SECONDS,
+    artifact_location,
+    upload_keys,
+)
 from shared.storage.base import SIGNED_URL_TTL_SECONDS, resolve_bucket, validate_path
+from shared.training_events import ADAPTER_FILES, ArtifactTargets
 
 # SigV4 presigned URLs cannot outlive a week; S3 refuses longer ones when they are used.
 MAX_EXPIRES_IN: Final = 7 * 24 * 60 * 60
@@ -66,10 +76,63 @@ def create_s3_client(
 
 
 class S3DatasetStorage:
-    """Signs dataset download URLs with an S3 client's credentials."""
+    """Signs dataset download URLs, and a run's artifact URLs, with an S3 client's credentials."""
 
-    def __init__(self, client: S3Client) -> None:
+    def __init__(self, client: S3Client, *, artifacts_bucket: str = ARTIFACTS_BUCKET) -> None:
         self._client = client
+        self._artifacts_bucket = artifacts_bucket
+
+    def upload_targets(self, user_id: UUID | str, job_id: UUID | str) -> ArtifactTargets:
+        """SigV4 presigned PUT URLs, one per file; signing is local, nothing is sent."""
+        urls = {
+            name: self._presign("put_object", self._artifacts_bucket, key, UPLOAD_URL_TTL_SECONDS)
+            for name, key in upload_keys(user_id, job_id).items()
+        }
+        return ArtifactTargets(location=artifact_location(user_id, job_id), upload_urls=urls)
+
+    def adapter_download_urls(
+        self,
+        user_id: UUID | str,
+        job_id: UUID | str,
+        expires_in: int = DOWNLOAD_URL_TTL_SECONDS,
+    ) -> dict[str, str]:
+        """Presigned GET URLs for the final adapter's files, once they are known to exist."""
+        keys = {
+            name: key
+            for name, key in upload_keys(user_id, job_id).items()
+            if name.startswith(ADAPTER_DIR)
+        }
+        for key in keys.values():
+            self._require(key)
+        return {
+            name.removeprefix(ADAPTER_DIR): self._presign(
+                "get_object", self._artifacts_bucket, key, expires_in
+            )
+            for name, key in keys.items()
+            if name.removeprefix(ADAPTER_DIR) in ADAPTER_FILES
+        }
+
+    def _require(self, key: str) -> None:
+        try:
+            self._client.head_object(Bucket=self._artifacts_bucket, Key=key)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _NOT_FOUND_CODES:
+                raise ArtifactMissing(f"The trained adapter file {key!r} is not stored.") from exc
+            raise StorageError(f"Artifact storage refused to look up {key!r} ({code}).") from exc
+        except BotoCoreError as exc:
+            raise StorageError("Artifact storage could not be reached.") from exc
+
+    def _presign(self, method: str, bucket: str, key: str, expires_in: int) -> str:
+        try:
+            return self._client.generate_presigned_url(
+                ClientMethod=method,
+                Params={"Bucket": bucket, "Key": key},
+                ExpiresIn=expires_in,
+                HttpMethod="PUT" if method == "put_object" else "GET",
+            )
+        except BotoCoreError as exc:
+            raise StorageError(f"Could not sign a URL for {key!r} in bucket {bucket!r}.") from exc
 
     def signed_url(
         self, bucket: str | None, path: str, expires_in: int = SIGNED_URL_TTL_SECONDS

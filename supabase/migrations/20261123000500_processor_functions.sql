@@ -817,6 +817,7 @@ set search_path = ''
 as $$
   select coalesce(jsonb_agg(jsonb_build_object(
     'job_id', j.id,
+    'user_id', j.user_id,
     'external_job_id', j.external_job_id,
     'idempotency_key', j.idempotency_key,
     'hyperparameters', j.hyperparameters,
@@ -827,8 +828,8 @@ as $$
     'storage_path', d.storage_path
   ) order by j.cancel_requested_at), '[]'::jsonb)
   from (
-    select id, external_job_id, idempotency_key, hyperparameters, gpu_config, dataset_id,
-           cancel_requested_at
+    select id, user_id, external_job_id, idempotency_key, hyperparameters, gpu_config,
+           dataset_id, cancel_requested_at
     from public.training_jobs
     where cancel_requested_at is not null
       and cancel_delivered_at is null

@@ -19,6 +19,7 @@ from shared.db import DirectDatabase
 from shared.models import JobStatus
 from shared.processor import CycleSummary, Processor
 from shared.storage import S3DatasetStorage
+from shared.training_events import ArtifactTargets
 from tests.cluster.support import API_KEY, RecordingSleep, SimulatorControl
 from tests.conftest import ClonedDatabase
 from tests.factories import make_dataset, make_job, make_user
@@ -50,6 +51,14 @@ class RecordingStorage:
         url = self.inner.signed_url(bucket, path, expires_in)
         self.signed.append((bucket, path, url))
         return url
+
+    def upload_targets(self, user_id: uuid.UUID | str, job_id: uuid.UUID | str) -> ArtifactTargets:
+        return self.inner.upload_targets(user_id, job_id)
+
+    def adapter_download_urls(
+        self, user_id: uuid.UUID | str, job_id: uuid.UUID | str, expires_in: int = 900
+    ) -> dict[str, str]:
+        return self.inner.adapter_download_urls(user_id, job_id, expires_in)
 
 
 @dataclass
