@@ -475,6 +475,9 @@ def test_an_unexpected_error_in_one_job_leaves_it_for_the_next_cycle(stack: Stac
                 raise RuntimeError("unforeseen")
             return real_storage.signed_url(bucket, path, expires_in)
 
+        def upload_targets(self, user_id: uuid.UUID | str, job_id: uuid.UUID | str) -> Any:
+            return real_storage.upload_targets(user_id, job_id)
+
     stack.storage = BrokenForOnePath()  # type: ignore[assignment]
     summary = stack.cycle()
     assert (summary.claimed, summary.submitted, summary.skipped) == (2, 1, 1)
