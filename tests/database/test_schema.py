@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from infra.local import postgres
-from shared.models import CostRecord, Dataset, GpuPrice, MetricsPoint, Notification, TrainingJob
+from tests.rows import CostRecord, Dataset, GpuPrice, MetricsPoint, Notification, TrainingJob
 
 MODELS: dict[str, type[BaseModel]] = {
     "gpu_prices": GpuPrice,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 
@@ -10,10 +11,12 @@ import pytest
 
 from infra.local.postgres import free_port
 from shared.db import DirectDatabase, UserContext
-from shared.errors import DatabaseError, DatabaseUnavailable
-from shared.models import JobStatus, TrainingJob
+from shared.errors import DatabaseError, DatabaseUnavailable, InvalidValue
+from shared.logs import FIELDS_ATTRIBUTE
+from shared.models import JobStatus
 from tests.conftest import ClonedDatabase
 from tests.factories import claims_for, make_job, make_user
+from tests.rows import TrainingJob
 
 
 @pytest.fixture
@@ -85,6 +88,62 @@ def test_malformed_argument_gives_a_generic_error(
     assert isinstance(caught.value.__cause__, psycopg.Error)
 
 
+def _logged(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, object]]:
+    return [
+        getattr(record, FIELDS_ATTRIBUTE)
+        for record in caplog.records
+        if record.getMessage() == message
+    ]
+
+
+def test_failed_call_logs_what_the_database_said(
+    admin_conn: psycopg.Connection, db: DirectDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused call logs the SQLSTATE, the database's message, detail, hint and context and the
+    function's name; the raised error carries the SQLSTATE and the function, never the text."""
+    admin_conn.execute(
+        "create function public.refuses_loudly() returns jsonb language plpgsql as $$"
+        " begin raise exception 'the database says no' using errcode = 'P0001',"
+        " detail = 'because of row 42', hint = 'ask again tomorrow'; end $$"
+    )
+    admin_conn.execute("grant execute on function public.refuses_loudly() to service_role")
+    caplog.set_level(logging.INFO)
+
+    with pytest.raises(DatabaseError) as caught:
+        db.call("refuses_loudly")
+
+    assert caught.value.sqlstate == "P0001"
+    assert caught.value.function == "refuses_loudly"
+    assert "says no" not in str(caught.value)
+    [entry] = _logged(caplog, "database call failed")
+    assert entry["function"] == "refuses_loudly"
+    assert entry["sqlstate"] == "P0001"
+    assert entry["db_message"] == "the database says no"
+    assert entry["db_detail"] == "because of row 42"
+    assert entry["db_hint"] == "ask again tomorrow"
+    assert "refuses_loudly" in str(entry["db_context"])
+    [record] = [r for r in caplog.records if r.getMessage() == "database call failed"]
+    assert record.levelname == "ERROR"
+
+
+def test_text_the_database_cannot_read_is_an_invalid_value(
+    db: DirectDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLSTATE 22P02 (a value not in its type's text form) is the caller's mistake: an
+    InvalidValue with our own message, the database's words only in the log."""
+    caplog.set_level(logging.INFO)
+
+    with pytest.raises(InvalidValue) as caught:
+        db.call("get_training_job", {"p_job_id": "urn:uuid:not-really"})
+
+    assert caught.value.sqlstate == "22P02"
+    assert caught.value.function == "get_training_job"
+    assert "urn" not in caught.value.message
+    [entry] = _logged(caplog, "database call failed")
+    assert entry["sqlstate"] == "22P02"
+    assert "urn:uuid:not-really" in str(entry["db_message"])
+
+
 def test_bad_function_name_is_refused_before_sql() -> None:
     """A name that is not a plain identifier never reaches SQL."""
     database = DirectDatabase(f"host=127.0.0.1 port={free_port()} dbname=x user=x", min_size=0)
@@ -107,3 +166,27 @@ def test_unreachable_database_is_unavailable() -> None:
             database.call("get_training_job", {"p_job_id": uuid.uuid4()})
     finally:
         database.close()
+
+
+def test_unreachable_database_is_logged_with_the_function(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A call that never reached the database is logged, naming the function and why, and the
+    error says which function it was."""
+    database = DirectDatabase(
+        f"host=127.0.0.1 port={free_port()} dbname=x user=x connect_timeout=1",
+        min_size=0,
+        statement_timeout_seconds=1,
+    )
+    caplog.set_level(logging.INFO)
+    try:
+        with pytest.raises(DatabaseUnavailable) as caught:
+            database.call("get_training_job", {"p_job_id": uuid.uuid4()})
+    finally:
+        database.close()
+
+    assert caught.value.function == "get_training_job"
+    assert caught.value.sqlstate is None
+    [entry] = _logged(caplog, "database unreachable")
+    assert entry["function"] == "get_training_job"
+    assert entry["cause"]

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from shared.models import ALLOWED_TRANSITIONS, Dataset, GpuConfig, JobStatus
+from shared.models import ALLOWED_TRANSITIONS, JobStatus
+from tests.rows import Dataset, GpuConfig
 
 
 def test_terminal_statuses_allow_no_transition() -> None:
