@@ -199,7 +199,7 @@ class SimulatedJob:
     def _artifact_uri(self) -> str:
         # The adapter goes under adapter/ of the location the submission gave, if it gave one.
         if self.artifact_location is not None:
-            return f"{self.artifact_location.rstrip('/')}/adapter"
+            return f"{self.artifact_location.rstrip('/')}/adapter/"
         return f"s3://lora-artifacts/{self.external_job_id}/adapter"
 
     def _points_until(self, step: int) -> list[dict[str, Any]]:

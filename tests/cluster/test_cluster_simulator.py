@@ -175,7 +175,7 @@ def test_run_given_artifact_targets_reports_its_adapter_there(
 
     final = run_to_end(http, submission(datasets.jsonl(8), "targets", artifacts=artifacts))
 
-    assert final["artifact_uri"] == "s3://lora-artifacts/user-1/job-1/adapter"
+    assert final["artifact_uri"] == "s3://lora-artifacts/user-1/job-1/adapter/"
 
 
 def test_hyperparameters_of_exactly_64_kib_are_accepted(
