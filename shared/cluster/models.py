@@ -133,7 +133,7 @@ class ClusterJobStatus(_ClusterModel):
     status: ClusterJobState
     progress: float = Field(ge=0, le=100)
     current_epoch: int = Field(default=0, ge=0)
-    total_epochs: int | None = Field(default=None, ge=0)
+    total_epochs: int | None = Field(default=None, ge=1)
     current_step: int = Field(default=0, ge=0)
     total_steps: int | None = Field(default=None, ge=0)
     started_at: AwareDatetime | None = Field(
@@ -152,8 +152,6 @@ class ClusterJobStatus(_ClusterModel):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         # A report that contradicts itself is off contract: the processor must not store it.
-        if self.total_epochs is not None and self.total_epochs < 1:
-            raise ValueError("total_epochs must be at least 1 when given")
         if self.total_steps is not None and self.current_step > self.total_steps:
             raise ValueError(
                 f"current_step {self.current_step} is beyond total_steps {self.total_steps}"
