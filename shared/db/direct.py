@@ -16,8 +16,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from shared.db.gateway import UserContext, check_identifier, error_for_sqlstate
-from shared.errors import DatabaseUnavailable
+from shared.db.common import UserContext, check_identifier
+from shared.db.sqlstate import database_error, unreachable_error
+from shared.errors import DatabaseError
 
 
 def _adapt(value: Any) -> Any:
@@ -79,11 +80,27 @@ class DirectDatabase:
                 )
                 row = conn.execute(query, {k: _adapt(v) for k, v in args.items()}).fetchone()
         except PoolTimeout as exc:
-            raise DatabaseUnavailable() from exc
+            raise unreachable_error(name, exc) from exc
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None:
+                # The connection broke: no answer came, so nothing the server said to map.
+                raise unreachable_error(name, exc) from exc
+            raise self._error(name, exc) from exc
         except psycopg.Error as exc:
-            diag = exc.diag
-            raise error_for_sqlstate(exc.sqlstate, diag.message_primary) from exc
+            raise self._error(name, exc) from exc
         return row[0] if row else None
+
+    @staticmethod
+    def _error(name: str, exc: psycopg.Error) -> DatabaseError:
+        diag = exc.diag
+        return database_error(
+            name,
+            exc.sqlstate,
+            diag.message_primary or str(exc),
+            detail=diag.message_detail,
+            hint=diag.message_hint,
+            context=diag.context,
+        )
 
     def close(self) -> None:
         self._pool.close()

@@ -16,8 +16,8 @@ import httpx
 from postgrest import APIError, SyncPostgrestClient
 from pydantic_core import to_jsonable_python
 
-from shared.db.gateway import UserContext, check_identifier, error_for_sqlstate
-from shared.errors import DatabaseUnavailable
+from shared.db.common import UserContext, check_identifier
+from shared.db.sqlstate import database_error, unreachable_error
 
 
 class PostgrestDatabase:
@@ -67,9 +67,11 @@ class PostgrestDatabase:
         try:
             response = client.rpc(check_identifier("function", name), params).execute()
         except APIError as exc:
-            raise error_for_sqlstate(exc.code, exc.message) from exc
+            raise database_error(
+                name, exc.code, exc.message, detail=exc.details, hint=exc.hint
+            ) from exc
         except httpx.HTTPError as exc:
-            raise DatabaseUnavailable() from exc
+            raise unreachable_error(name, exc) from exc
         return response.data
 
     def close(self) -> None:

@@ -100,7 +100,8 @@ def test_failed_call_logs_what_the_database_said(
     admin_conn: psycopg.Connection, db: DirectDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A refused call logs the SQLSTATE, the database's message, detail, hint and context and the
-    function's name; the raised error carries the SQLSTATE and the function, never the text."""
+    function's name, while the raised error carries the SQLSTATE and the function, never the
+    database's text."""
     admin_conn.execute(
         "create function public.refuses_loudly() returns jsonb language plpgsql as $$"
         " begin raise exception 'the database says no' using errcode = 'P0001',"

@@ -7,6 +7,7 @@ request that would have reached it (URL, headers, body) and how its answers are 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 
@@ -15,7 +16,14 @@ import pytest
 import respx
 
 from shared.db import PostgrestDatabase, UserContext
-from shared.errors import DatabaseError, DatabaseUnavailable, InvalidTransition, PermissionDenied
+from shared.errors import (
+    DatabaseError,
+    DatabaseUnavailable,
+    InvalidTransition,
+    InvalidValue,
+    PermissionDenied,
+)
+from shared.logs import FIELDS_ATTRIBUTE
 
 SUPABASE_URL = "https://abcd1234.supabase.co"
 RPC_URL = f"{SUPABASE_URL}/rest/v1/rpc/get_training_job"
@@ -112,8 +120,48 @@ def test_token_refused_by_postgrest_is_permission_denied(db: PostgrestDatabase) 
 
 
 @respx.mock
-def test_unknown_database_error_is_generic(db: PostgrestDatabase) -> None:
-    """A database error we did not write ourselves does not leak its text."""
+def test_unknown_database_error_is_generic(
+    db: PostgrestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database error we did not write ourselves does not leak its text: it is logged, with
+    PostgREST's code, message, details and hint and the function, and the error carries the
+    code and the function."""
+    respx.post(RPC_URL).mock(
+        return_value=httpx.Response(
+            500,
+            json={
+                "code": "XX000",
+                "message": "could not open relation with OID 1234",
+                "details": "internal detail",
+                "hint": "internal hint",
+            },
+        )
+    )
+    caplog.set_level(logging.INFO)
+    with pytest.raises(DatabaseError) as caught:
+        db.call("get_training_job", {"p_job_id": "x"})
+    assert "OID" not in str(caught.value)
+    assert caught.value.sqlstate == "XX000"
+    assert caught.value.function == "get_training_job"
+    [entry] = [
+        getattr(record, FIELDS_ATTRIBUTE)
+        for record in caplog.records
+        if record.getMessage() == "database call failed"
+    ]
+    assert entry == {
+        "function": "get_training_job",
+        "sqlstate": "XX000",
+        "error": "DatabaseError",
+        "db_message": "could not open relation with OID 1234",
+        "db_detail": "internal detail",
+        "db_hint": "internal hint",
+    }
+
+
+@respx.mock
+def test_text_the_database_cannot_read_is_an_invalid_value(db: PostgrestDatabase) -> None:
+    """22P02 (a value not in its type's text form, here a uuid) is an InvalidValue, which the
+    functions answer with 400, and the database's text about the value is not passed on."""
     respx.post(RPC_URL).mock(
         return_value=httpx.Response(
             400,
@@ -125,9 +173,10 @@ def test_unknown_database_error_is_generic(db: PostgrestDatabase) -> None:
             },
         )
     )
-    with pytest.raises(DatabaseError) as caught:
+    with pytest.raises(InvalidValue) as caught:
         db.call("get_training_job", {"p_job_id": "x"})
     assert "uuid" not in str(caught.value)
+    assert caught.value.sqlstate == "22P02"
 
 
 @respx.mock
