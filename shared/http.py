@@ -1,6 +1,6 @@
 """HTTP plumbing shared by the functions: JSON bodies, the error shape of DESIGN section 8, the
-mapping from library errors to status codes, and for the user-facing functions CORS, ETags and
-request parameters."""
+mapping from library errors to status codes, every answer in that shape (the server's and the
+framework's own included), and for the user-facing functions CORS, ETags and request parameters."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import hashlib
 import hmac
 import json
 import re
-import traceback
+import socket
 from collections.abc import Callable, Collection, Sequence
+from http import HTTPStatus
 from typing import Any
 
-from flask import Request, Response
+from flask import Flask, Request, Response, current_app, has_app_context
+from flask.logging import default_handler
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from shared.config import ApiSettings
 from shared.errors import (
@@ -20,14 +23,16 @@ from shared.errors import (
     ClusterError,
     ConfigurationError,
     Conflict,
+    DatabaseError,
     DatabaseUnavailable,
     InvalidRequest,
+    InvalidValue,
     LoraRunnerError,
     NotAuthenticated,
     NotFound,
     PermissionDenied,
 )
-from shared.logs import log_event
+from shared.logs import configure_logging, log_event
 
 # What a browser may send cross-origin, and how long it may remember the preflight's answer.
 CORS_ALLOW_HEADERS = "authorization, content-type, if-none-match"
@@ -35,6 +40,8 @@ CORS_MAX_AGE_SECONDS = 600
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 _DIGITS = re.compile(r"[0-9]{1,10}")
+
+_INTERNAL = "Something went wrong on our side."
 
 
 def _encode(body: Any) -> bytes:
@@ -71,7 +78,7 @@ def method_not_allowed(allowed: str) -> Response:
 
 def response_for_error(exc: LoraRunnerError) -> Response:
     """The HTTP answer for a library error; the message is one we wrote, never a driver's."""
-    if isinstance(exc, InvalidRequest):
+    if isinstance(exc, InvalidRequest | InvalidValue):
         return error_response(400, "bad_request", exc.message)
     if isinstance(exc, NotAuthenticated):
         challenge = 'Bearer error="invalid_token"' if exc.token_given else "Bearer"
@@ -92,8 +99,15 @@ def response_for_error(exc: LoraRunnerError) -> Response:
     if isinstance(exc, ConfigurationError):
         log_event("configuration error", severity="ERROR", error=exc.message)
         return error_response(500, "misconfigured", "The service is not configured correctly.")
-    log_event("request failed", severity="ERROR", error=exc.message, kind=type(exc).__name__)
-    return error_response(500, "internal", "Something went wrong on our side.")
+    where: dict[str, Any] = (
+        {"sqlstate": exc.sqlstate, "function": exc.function}
+        if isinstance(exc, DatabaseError)
+        else {}
+    )
+    log_event(
+        "request failed", severity="ERROR", error=exc.message, kind=type(exc).__name__, **where
+    )
+    return error_response(500, "internal", _INTERNAL)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -109,7 +123,108 @@ def secret_matches(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-# --- the user-facing functions (get-job, cancel-job) ---------------------------------------------
+# --- every answer in the error shape -----------------------------------------------------------
+
+# What the server and the framework answer on their own, in our words: a status the functions
+# never choose themselves gets its code and message here.
+_STATUS_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "The request is not valid HTTP."),
+    403: ("forbidden", "This request is not allowed."),
+    404: ("not_found", "Nothing is served at this path."),
+    405: ("method_not_allowed", "This endpoint does not take that method."),
+    413: ("payload_too_large", "The request body is too large."),
+    414: ("uri_too_long", "The request's URL is too long."),
+    417: ("expectation_failed", "The request's Expect header cannot be met."),
+    431: ("headers_too_large", "The request's headers are too large."),
+    500: ("internal", _INTERNAL),
+    501: ("not_implemented", "The request needs something this server does not do."),
+}
+
+
+def status_error(status: int) -> tuple[str, str]:
+    """The error code and message for an answer of `status` that no handler of ours wrote."""
+    if status in _STATUS_ERRORS:
+        return _STATUS_ERRORS[status]
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_"), phrase + "."
+
+
+def set_up_function() -> None:
+    """Prepare this function's process; each `functions/*/main.py` calls it once, at import.
+
+    Log records of every origin go through the one JSON formatter, and every answer is in the
+    JSON error shape, including those no handler of ours sees: the framework's (a path that
+    matches no route, such as one with an encoded CR LF; functions-framework's own 404 for
+    /robots.txt and /favicon.ico; its text 500 when something fails around the handler) and the
+    HTTP server's (gunicorn refuses headers over 8 KB, malformed request lines and the like
+    before any application code runs, with an HTML page of its own).
+    """
+    configure_logging()
+    # functions-framework imports main.py inside its Flask app's context: that app serves it.
+    if has_app_context():
+        _json_framework_errors(current_app)
+    _json_server_errors()
+
+
+def _json_framework_errors(app: Flask) -> None:
+    app.register_error_handler(HTTPException, _http_exception_response)
+    # Replaces functions-framework's own 500 handler (a text body), keeping its signal to the
+    # platform that the function crashed.
+    app.register_error_handler(InternalServerError, _crash_response)
+    # Flask's own handler would write "Exception on ..." as plain text on stderr.
+    app.logger.removeHandler(default_handler)
+
+
+def _http_exception_response(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code, message = status_error(status)
+    response = error_response(status, code, message)
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _crash_response(exc: InternalServerError) -> Response:
+    response = error_response(500, "internal", _INTERNAL)
+    response.headers["X-Google-Status"] = "crash"
+    return response
+
+
+def _json_server_errors() -> None:
+    """Make gunicorn answer the requests it refuses itself in the JSON error shape.
+
+    functions-framework runs gunicorn with settings of its own and no way to change its error
+    page, which gunicorn writes with `gunicorn.util.write_error`; so that function is replaced,
+    here, before the server starts its workers.
+    """
+    try:
+        from gunicorn import util  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - the dev server, or a platform without gunicorn
+        return
+    if getattr(util.write_error, "_json_errors", False):
+        return
+
+    def write_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+        code, message = status_error(int(status_int))
+        body = _encode({"success": False, "error": {"code": code, "message": message}})
+        head = (
+            f"HTTP/1.1 {int(status_int)} {reason}\r\n"
+            "Connection: close\r\n"
+            "Content-Type: application/json\r\n"
+            "Cache-Control: no-store\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        util.write_nonblock(sock, head.encode("latin-1") + body)
+
+    write_error._json_errors = True  # type: ignore[attr-defined]
+    util.write_error = write_error
+
+
+# --- serving a function --------------------------------------------------------------------------
 
 Handler = Callable[[Request], Response]
 
@@ -118,19 +233,25 @@ def serve(
     request: Request,
     methods: Sequence[str],
     handler: Handler,
-    settings: Callable[[], ApiSettings],
+    settings: Callable[[], ApiSettings] | None = None,
 ) -> Response:
-    """Answer a browser-facing endpoint: CORS preflight, 405 for other methods, `handler` for the
-    rest, every library error in the JSON error shape and anything unexpected as a bare 500, so
-    no stack trace or driver message ever reaches a caller. HEAD is served as GET."""
+    """Answer one request: 405 for a method not in `methods`, `handler` for the rest, every
+    library error in the JSON error shape and anything unexpected as a bare 500, so no stack
+    trace or driver message ever reaches a caller. HEAD is served as GET.
+
+    With `settings` (the browser-facing functions) CORS preflights are answered and CORS headers
+    added; without (the processor, called by a scheduler) OPTIONS is one more method not taken.
+    """
     allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
+    advertised = [*allowed, "OPTIONS"] if settings is not None else allowed
     origins: Collection[str] = ()
     try:
-        origins = settings().origins
-        if request.method == "OPTIONS":
+        if settings is not None:
+            origins = settings().origins
+        if request.method == "OPTIONS" and settings is not None:
             response = _preflight(request, origins, allowed)
         elif request.method not in allowed:
-            response = method_not_allowed(", ".join([*allowed, "OPTIONS"]))
+            response = method_not_allowed(", ".join(advertised))
         else:
             response = handler(request)
     except LoraRunnerError as exc:
@@ -139,11 +260,11 @@ def serve(
         log_event(
             "request failed",
             severity="ERROR",
+            exc_info=True,
             kind=type(exc).__name__,
             error=str(exc),
-            traceback=traceback.format_exc(),
         )
-        response = error_response(500, "internal", "Something went wrong on our side.")
+        response = error_response(500, "internal", _INTERNAL)
     response.headers.update(_cors_headers(request, origins))
     return response
 

@@ -15,11 +15,13 @@ import functions_framework
 from flask import Request, Response
 
 from shared.errors import ClusterError, ClusterRejected, DatabaseError
-from shared.http import bearer_token, job_id_from, json_response, serve
+from shared.http import bearer_token, job_id_from, json_response, serve, set_up_function
 from shared.logs import log_event
 from shared.services.api import api_settings, token_verifier
 from shared.services.cluster import cluster, cluster_settings
 from shared.services.database import database
+
+set_up_function()
 
 
 @functions_framework.http

@@ -12,9 +12,18 @@ from __future__ import annotations
 import functions_framework
 from flask import Request, Response
 
-from shared.http import bearer_token, etag_response, int_param, job_id_from, serve
+from shared.http import (
+    bearer_token,
+    etag_response,
+    int_param,
+    job_id_from,
+    serve,
+    set_up_function,
+)
 from shared.services.api import api_settings, token_verifier
 from shared.services.database import database
+
+set_up_function()
 
 DEFAULT_MAX_POINTS = 500
 MAX_POINTS_LIMIT = 5000
