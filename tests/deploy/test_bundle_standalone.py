@@ -33,7 +33,7 @@ HARMLESS_ENV = {
     "SUPABASE_JWT_SECRET": "jwt-secret-not-used-but-long-enough-for-hs256",
     "GPU_CLUSTER_API_URL": "http://127.0.0.1:9",
     "GPU_CLUSTER_API_KEY": "cluster-key-not-used",
-    "CRON_SECRET": "cron-secret-not-used",
+    "CRON_SECRET": "cron-secret-not-used-but-long-enough-to-be-taken",
     "ALLOWED_ORIGINS": "http://localhost:3000",
     "STORAGE_BACKEND": "supabase",
 }

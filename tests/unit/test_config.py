@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import DatabaseSettings, load
+from shared.config import DatabaseSettings, ProcessorSettings, load
 from shared.errors import ConfigurationError
 
 
@@ -56,3 +56,20 @@ def test_secrets_do_not_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", "very-secret")
     monkeypatch.setenv("SUPABASE_ANON_KEY", "anon-key")
     assert "very-secret" not in repr(load(DatabaseSettings))
+
+
+@pytest.mark.parametrize("secret", ["", "short", "x" * 31])
+def test_short_cron_secret_is_refused(monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+    """A CRON_SECRET under 32 characters could be guessed: the processor refuses to start, with
+    a message that names the setting and the length it needs but not the secret; 32 will do."""
+    monkeypatch.setenv("CRON_SECRET", secret)
+    with pytest.raises(ConfigurationError) as caught:
+        load(ProcessorSettings)
+    message = str(caught.value)
+    assert "CRON_SECRET" in message
+    assert "at least 32 characters" in message
+    if secret:
+        assert secret not in message
+
+    monkeypatch.setenv("CRON_SECRET", secret.ljust(32, "c"))
+    assert load(ProcessorSettings).cron_secret is not None
