@@ -5,7 +5,9 @@ A token is accepted only when it is signed by the project: with one of its asymm
 (HS256). The algorithm comes from a fixed list and picks the key source, never the other way
 round: an HS256 token is checked against the secret alone, so one "signed" with a public key
 fails, and `none` is refused. It must be meant for signed-in users (`aud` and `role` both
-`authenticated`), unexpired, and name its user (`sub`, a UUID).
+`authenticated`), unexpired, name its user (`sub`, a UUID written the usual 8-4-4-4-12 way, which
+is how the database reads it), and, when the project's URL is known, come from its Auth server
+(`iss` is `<SUPABASE_URL>/auth/v1`).
 
 The verified claims then go to the database as the caller's (:class:`~shared.db.UserContext`),
 where RLS decides what the caller may see and do.
@@ -13,7 +15,7 @@ where RLS decides what the caller may see and do.
 
 from __future__ import annotations
 
-import uuid
+import re
 from typing import Any
 
 import jwt
@@ -32,6 +34,17 @@ LEEWAY_SECONDS = 10
 _MISSING = "Sign in to continue: send your access token as `Authorization: Bearer <token>`."
 _INVALID = "Your access token is not valid; sign in again."
 _EXPIRED = "Your session has expired; sign in again."
+_NO_USER = "Your access token does not name a user (its `sub` must be a UUID); sign in again."
+_OTHER_ISSUER = "Your access token was not issued by this project's sign-in; sign in again."
+
+# The canonical text form only: Python's uuid.UUID also takes braces, a `urn:uuid:` prefix or no
+# hyphens, which the database's cast of `sub` (auth.uid()) does not all accept.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def issuer_for(supabase_url: str) -> str:
+    """The `iss` that the project's Auth server writes in its tokens."""
+    return supabase_url.rstrip("/") + "/auth/v1"
 
 
 class TokenVerifier:
@@ -40,7 +53,7 @@ class TokenVerifier:
     Keys fetched from the JWKS are cached for `jwks_cache_seconds`; a token whose `kid` is not
     among them (the project rotated its keys) makes the verifier fetch the JWKS again, at most
     once per `jwks_refresh_cooldown_seconds`. Thread-safe: one verifier serves every request of a
-    process.
+    process. With `issuer`, a token must carry exactly that `iss`; without, `iss` is not checked.
     """
 
     def __init__(
@@ -48,6 +61,7 @@ class TokenVerifier:
         *,
         jwks_url: str | None = None,
         jwt_secret: str | None = None,
+        issuer: str | None = None,
         jwks_cache_seconds: float = 600.0,
         jwks_refresh_cooldown_seconds: float = 30.0,
         jwks_timeout_seconds: float = 5.0,
@@ -66,12 +80,14 @@ class TokenVerifier:
             else None
         )
         self._secret = jwt_secret
+        self._issuer = issuer
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> TokenVerifier:
         return cls(
             jwks_url=settings.jwks_url,
             jwt_secret=settings.jwt_secret,
+            issuer=issuer_for(settings.supabase_url) if settings.supabase_url else None,
             jwks_cache_seconds=settings.jwks_cache_seconds,
             jwks_refresh_cooldown_seconds=settings.jwks_refresh_cooldown_seconds,
             jwks_timeout_seconds=settings.jwks_timeout_seconds,
@@ -97,17 +113,25 @@ class TokenVerifier:
                 key,
                 algorithms=[str(algorithm)],
                 audience=AUDIENCE,
+                issuer=self._issuer,
                 leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "sub", "aud"]},
+                options={"require": ["exp", "sub", "aud", *(["iss"] if self._issuer else [])]},
             )
         except jwt.ExpiredSignatureError as exc:
             raise NotAuthenticated(_EXPIRED) from exc
+        except jwt.InvalidIssuerError as exc:
+            raise NotAuthenticated(_OTHER_ISSUER) from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise NotAuthenticated(_OTHER_ISSUER if exc.claim == "iss" else _INVALID) from exc
         except jwt.PyJWTError as exc:
             raise NotAuthenticated(_INVALID) from exc
         # PostgREST switches to the role the token names: only a user's token may act as a user,
-        # whichever transport carries it. auth.uid() casts `sub` to uuid.
-        if claims.get("role") != AUDIENCE or not _is_uuid(claims["sub"]):
+        # whichever transport carries it.
+        if claims.get("role") != AUDIENCE:
             raise NotAuthenticated(_INVALID)
+        # auth.uid() casts `sub` to uuid: anything else would fail in the database instead.
+        if not _is_uuid(claims["sub"]):
+            raise NotAuthenticated(_NO_USER)
         return UserContext(claims=claims, token=token)
 
     def _key_for(self, algorithm: object, key_id: object) -> Any:
@@ -133,10 +157,4 @@ class TokenVerifier:
 
 
 def _is_uuid(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+    return isinstance(value, str) and _UUID.fullmatch(value) is not None

@@ -126,6 +126,82 @@ def test_missing_token_is_not_called_invalid() -> None:
     assert bad.value.token_given is True
 
 
+ISSUER = "https://abcd.supabase.co/auth/v1"
+
+
+@pytest.mark.parametrize(
+    ("iss", "accepted"),
+    [(ISSUER, True), ("https://other.supabase.co/auth/v1", False), (None, False)],
+    ids=["right-iss", "wrong-iss", "missing-iss"],
+)
+def test_issuer_is_checked_when_known(
+    jwks_server: JwksServer, key: SigningKey, iss: str | None, accepted: bool
+) -> None:
+    """With the project's issuer known, a token from that Auth server is accepted; one issued
+    elsewhere, or naming no issuer, is refused with a message that says so, whichever way it is
+    signed."""
+    verifier = TokenVerifier(jwks_url=jwks_server.url, jwt_secret=JWT_SECRET, issuer=ISSUER)
+    claims = user_claims(uuid.uuid4(), iss=iss)
+    if iss is None:
+        del claims["iss"]
+
+    for token in (key.sign(claims), hs256_token(claims)):
+        if accepted:
+            assert verifier.verify(token).claims["iss"] == ISSUER
+        else:
+            with pytest.raises(NotAuthenticated, match="not issued by this project") as caught:
+                verifier.verify(token)
+            assert caught.value.token_given is True
+
+
+def test_issuer_comes_from_the_supabase_url(
+    monkeypatch: pytest.MonkeyPatch, jwks_server: JwksServer
+) -> None:
+    """SUPABASE_URL (with or without a trailing slash) makes Supabase's issuer, <url>/auth/v1,
+    the one a token must name, while without it any `iss`, or none, passes."""
+    elsewhere = user_claims(uuid.uuid4(), iss="https://other.supabase.co/auth/v1")
+    nowhere = user_claims(uuid.uuid4())
+    del nowhere["iss"]
+    monkeypatch.setenv("SUPABASE_JWKS_URL", jwks_server.url)
+    monkeypatch.setenv("SUPABASE_JWT_SECRET", JWT_SECRET)
+    unknown = TokenVerifier.from_settings(load(AuthSettings))
+    assert unknown.verify(hs256_token(elsewhere)).claims["iss"] == elsewhere["iss"]
+    assert "iss" not in unknown.verify(hs256_token(nowhere)).claims
+
+    monkeypatch.setenv("SUPABASE_URL", "https://abcd.supabase.co/")
+    known = TokenVerifier.from_settings(load(AuthSettings))
+
+    assert known.verify(hs256_token(user_claims(uuid.uuid4(), iss=ISSUER)))
+    for claims in (elsewhere, nowhere, user_claims(uuid.uuid4(), iss=ISSUER + "/")):
+        with pytest.raises(NotAuthenticated, match="not issued by this project"):
+            known.verify(hs256_token(claims))
+
+
+@pytest.mark.parametrize(
+    "sub",
+    [
+        "urn:uuid:{u}",
+        "{{{u}}}",
+        "{hex}",
+        " {u}",
+        "{u}\n",
+        "not-a-uuid",
+    ],
+    ids=["urn", "braces", "no-hyphens", "leading-space", "trailing-newline", "text"],
+)
+def test_sub_must_be_a_uuid_in_its_usual_form(key: SigningKey, sub: str) -> None:
+    """`sub` must be a UUID written 8-4-4-4-12, the form the database reads: the other forms
+    Python's uuid module takes are refused with a message about the token's user, not passed on
+    to fail in the database."""
+    user_id = uuid.uuid4()
+    verifier = TokenVerifier(jwt_secret=JWT_SECRET)
+    token = hs256_token(user_claims(user_id, sub=sub.format(u=user_id, hex=user_id.hex)))
+
+    with pytest.raises(NotAuthenticated, match="does not name a user") as caught:
+        verifier.verify(token)
+    assert caught.value.token_given is True
+
+
 # --- settings ------------------------------------------------------------------------------------
 
 

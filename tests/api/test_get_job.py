@@ -251,6 +251,23 @@ def test_expired_token_says_the_session_expired(
     assert response.json()["error"]["message"] == "Your session has expired; sign in again."
 
 
+@pytest.mark.parametrize("form", ["urn:uuid:{}", "{{{}}}"], ids=["urn", "braces"])
+def test_token_naming_its_user_in_another_uuid_form_is_401_not_500(
+    api: Api, api_admin: psycopg.Connection, owner: Caller, es256_key: SigningKey, form: str
+) -> None:
+    """A validly signed token whose `sub` is the owner's id as `urn:uuid:...` or in braces is
+    refused as a token that names no user (401), instead of failing in the database (500)."""
+    job_id = make_job(api_admin, owner.user_id)
+    token = es256_key.sign(user_claims(owner.user_id, sub=form.format(owner.user_id)))
+
+    response = api.get(job_id, token)
+
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert_error(response.json(), "unauthorized")
+    assert "sub" in response.json()["error"]["message"]
+
+
 def test_rotated_key_is_fetched_from_the_jwks(
     api: Api,
     api_admin: psycopg.Connection,
