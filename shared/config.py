@@ -99,6 +99,13 @@ class ClusterSettings(BaseSettings):
     # none is opened in vain. Read here as well as in ProcessorSettings (same default and range)
     # so that cancel-job, which makes one call, needs no processor settings.
     processor_concurrency: int = Field(default=100, ge=1, le=1000)
+    # The API the cluster speaks at GPU_CLUSTER_API_URL: `rest` (DESIGN section 6; the simulator)
+    # or `ray` (Ray's Jobs REST API at the dashboard's URL: shared/cluster/ray.py).
+    gpu_cluster_backend: Literal["rest", "ray"] = "rest"
+    # Ray only: the command that runs the trainer on the cluster (`--spec <spec>` is appended),
+    # and how many lines of a job's log a poll reads first.
+    ray_trainer_entrypoint: str = Field(default="python -m trainer", pattern=r"\S")
+    ray_log_tail_lines: int = Field(default=200, ge=10, le=10000)
 
 
 class StorageSettings(BaseSettings):
@@ -165,6 +172,9 @@ class ProcessorSettings(BaseSettings):
     # (billing) and how it really ended (a cancel can arrive after the run completed).
     processor_settle_seconds: float = Field(default=24 * 3600.0, ge=0)
     processor_cancel_batch_size: int = Field(default=200, ge=1, le=10000)
+    # Active (initializing + running) jobs a user may have at once, unless public.user_job_limits
+    # gives them their own limit.
+    processor_max_active_jobs_per_user: int = Field(default=2, ge=0, le=1000)
 
     @property
     def lease_seconds(self) -> int:

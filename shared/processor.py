@@ -219,6 +219,7 @@ class Processor:
                 "p_owner": owner,
                 "p_limit": settings.processor_claim_batch_size,
                 "p_lease_seconds": settings.lease_seconds,
+                "p_default_user_limit": settings.processor_max_active_jobs_per_user,
             },
         )
         summary.claimed = len(jobs)

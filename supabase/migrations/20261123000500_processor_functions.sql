@@ -60,61 +60,7 @@ begin
 end;
 $$;
 
--- --- claim queued jobs ---------------------------------------------------------------------------
-
--- Queued jobs become initializing, and jobs left initializing without an external id by a cycle
--- whose lease expired (it may have crashed after the cluster accepted the job) are taken over.
--- The idempotency key is stored here, before any submission: a resubmission after a crash
--- carries the same key, and the cluster answers with the job it already has. `hourly_rate` is
--- null for a GPU type without a price: the processor refuses such a job before submitting it.
-create function public.processor_claim_queued(
-  p_owner uuid,
-  p_limit integer,
-  p_lease_seconds integer
-) returns jsonb
-language sql
-volatile
-set search_path = ''
-as $$
-  with picked as (
-    select j.id
-    from public.training_jobs j
-    where j.status = 'queued'
-       or (j.status = 'initializing'
-           and j.external_job_id is null
-           and (j.lease_expires_at is null or j.lease_expires_at < now()))
-    order by j.created_at
-    limit p_limit
-    for update skip locked
-  ),
-  claimed as (
-    update public.training_jobs j
-    set status = 'initializing',
-        lease_owner = p_owner,
-        lease_expires_at = now() + make_interval(secs => p_lease_seconds),
-        idempotency_key = coalesce(j.idempotency_key, gen_random_uuid())
-    from picked
-    where j.id = picked.id
-    returning j.*
-  )
-  select coalesce(jsonb_agg(jsonb_build_object(
-    'job_id', c.id,
-    'user_id', c.user_id,
-    'idempotency_key', c.idempotency_key,
-    'hyperparameters', c.hyperparameters,
-    'gpu_config', c.gpu_config,
-    'hourly_rate', p.hourly_rate,
-    'total_epochs', c.total_epochs,
-    'attempts', c.attempts,
-    'dataset_id', d.id,
-    'dataset_name', d.name,
-    'storage_bucket', d.storage_bucket,
-    'storage_path', d.storage_path
-  ) order by c.created_at), '[]'::jsonb)
-  from claimed c
-  join public.datasets d on d.id = c.dataset_id
-  left join public.gpu_prices p on p.gpu_type = c.gpu_config ->> 'gpu_type'
-$$;
+-- Claiming queued jobs, fairly and within limits, is in the fair-queueing migration.
 
 -- --- record submissions --------------------------------------------------------------------------
 
@@ -930,7 +876,6 @@ grant execute on all functions in schema lora_private to service_role;
 revoke execute on function
   public.processor_submission_outcomes(),
   public.processor_poll_outcomes(),
-  public.processor_claim_queued(uuid, integer, integer),
   public.processor_record_submissions(uuid, jsonb, integer),
   public.processor_claim_polls(uuid, integer, integer, double precision),
   public.processor_record_polls(uuid, jsonb, double precision, double precision, double precision,
@@ -944,7 +889,6 @@ from public, anon, authenticated;
 grant execute on function
   public.processor_submission_outcomes(),
   public.processor_poll_outcomes(),
-  public.processor_claim_queued(uuid, integer, integer),
   public.processor_record_submissions(uuid, jsonb, integer),
   public.processor_claim_polls(uuid, integer, integer, double precision),
   public.processor_record_polls(uuid, jsonb, double precision, double precision, double precision,

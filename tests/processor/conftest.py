@@ -198,6 +198,8 @@ def stack(
         "poll_interval_seconds": 0,
         "max_attempts": 3,
         "concurrency": 50,
+        # Most tests are about one user's jobs; fairness tests set their own limits.
+        "max_active_jobs_per_user": 1000,
     }
     yield Stack(test_db, admin_conn, db, sim, storage, s3, RecordingSleep(), options)
     db.close()

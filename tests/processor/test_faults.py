@@ -87,7 +87,13 @@ def test_crash_after_the_cluster_accepted_does_not_submit_twice(stack: Stack) ->
     job_id = stack.queued_job()
     crashed_owner = uuid.uuid4()
     [claimed] = stack.db.call(
-        "processor_claim_queued", {"p_owner": crashed_owner, "p_limit": 1, "p_lease_seconds": 60}
+        "processor_claim_queued",
+        {
+            "p_owner": crashed_owner,
+            "p_limit": 1,
+            "p_lease_seconds": 60,
+            "p_default_user_limit": 10,
+        },
     )
     url = stack.storage.signed_url(claimed["storage_bucket"], claimed["storage_path"])
 

@@ -1,0 +1,214 @@
+-- Many users, few GPUs (docs/architecture.md, "Fair queueing"): per-user limits on active jobs,
+-- a capacity per GPU type, round-robin claiming across users, and a queued job's place in line.
+--
+-- Active means initializing or running: a job holds its slot from the moment it is claimed until
+-- it ends.
+
+-- --- limits as data ------------------------------------------------------------------------------
+
+-- A user's own limit on active jobs (a plan or tier); users without a row get the processor's
+-- default (PROCESSOR_MAX_ACTIVE_JOBS_PER_USER).
+create table public.user_job_limits (
+  user_id uuid primary key references auth.users (id) on delete cascade,
+  max_active_jobs integer not null check (max_active_jobs between 0 and 1000),
+  plan text check (plan is null or length(plan) between 1 and 64),
+  updated_at timestamptz not null default now()
+);
+
+comment on table public.user_job_limits is
+  'Per-user limit on active (initializing + running) training jobs; absent: the default.';
+
+alter table public.user_job_limits enable row level security;
+grant select on public.user_job_limits to authenticated;
+grant all on public.user_job_limits to service_role;
+
+create policy "Users can read their own job limit"
+  on public.user_job_limits for select to authenticated
+  using (user_id = (select auth.uid()));
+
+-- How many jobs of a GPU type may be active at once: the cluster's size, as data. NULL: no limit.
+alter table public.gpu_prices
+  add column max_active_jobs integer check (max_active_jobs > 0);
+
+comment on column public.gpu_prices.max_active_jobs is
+  'How many jobs on this GPU type may be active at once (the GPUs there are); NULL: no limit.';
+
+-- Each user's queue in order, and the active jobs counted against the limits.
+create index training_jobs_user_queue_idx on public.training_jobs (user_id, created_at)
+  where status = 'queued';
+create index training_jobs_active_idx on public.training_jobs (user_id)
+  where status in ('initializing', 'running');
+
+-- --- claim queued jobs ---------------------------------------------------------------------------
+
+-- Claims up to p_limit queued jobs in one statement, fairly and within the limits:
+--
+-- - no user gets more than their limit of active jobs (user_job_limits, else
+--   p_default_user_limit);
+-- - no GPU type gets more active jobs than its capacity (gpu_prices.max_active_jobs);
+-- - round-robin across users: a job's turn is its owner's active jobs plus its place in the
+--   owner's queue, so users with fewer active jobs go first and each user's oldest job first; a
+--   user with 500 queued jobs takes one turn like everyone else.
+--
+-- Claims are serialised by a transaction-level advisory lock, so the limits are counted and the
+-- slots taken in one transaction: two processors never both take the last slot. Only claims
+-- wait for it (polls and records do not), and a claim takes milliseconds.
+--
+-- The work does not grow with the queue's depth: the users with queued jobs are found by a skip
+-- scan of the queue index (one probe per user), and each user's first few queued jobs by the same
+-- index.
+--
+-- Jobs left initializing without an external id by a cycle whose lease expired (it may have
+-- crashed after the cluster accepted the job) are taken over first: they already hold their
+-- slots. The idempotency key is stored here, before any submission: a resubmission after a crash
+-- carries the same key, and the cluster answers with the job it already has. `hourly_rate` is
+-- null for a GPU type without a price: the processor refuses such a job before submitting it.
+create function public.processor_claim_queued(
+  p_owner uuid,
+  p_limit integer,
+  p_lease_seconds integer,
+  p_default_user_limit integer
+) returns jsonb
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  result jsonb;
+begin
+  perform pg_advisory_xact_lock(hashtextextended('lora-runner:processor_claim_queued', 0));
+
+  with recursive queued_users(user_id) as (
+    (select j.user_id from public.training_jobs j
+     where j.status = 'queued' order by j.user_id limit 1)
+    union all
+    select (select j.user_id from public.training_jobs j
+            where j.status = 'queued' and j.user_id > q.user_id
+            order by j.user_id limit 1)
+    from queued_users q
+    where q.user_id is not null
+  ),
+  active as (
+    select j.user_id, j.gpu_config ->> 'gpu_type' as gpu_type, count(*)::integer as n
+    from public.training_jobs j
+    where j.status in ('initializing', 'running')
+    group by 1, 2
+  ),
+  gpu_free as (
+    select p.gpu_type, p.max_active_jobs - coalesce(sum(a.n), 0)::integer as free
+    from public.gpu_prices p
+    left join active a on a.gpu_type = p.gpu_type
+    where p.max_active_jobs is not null
+    group by p.gpu_type, p.max_active_jobs
+  ),
+  users as (
+    select q.user_id,
+           coalesce((select sum(a.n)::integer from active a where a.user_id = q.user_id), 0)
+             as active_n,
+           coalesce(l.max_active_jobs, p_default_user_limit) as user_limit
+    from queued_users q
+    left join public.user_job_limits l on l.user_id = q.user_id
+    where q.user_id is not null
+  ),
+  candidates as (
+    select c.id, c.created_at, c.gpu_type, u.active_n + c.place as turn
+    from (select * from users where user_limit > active_n) u
+    cross join lateral (
+      select t.id, t.created_at, t.gpu_type,
+             row_number() over (order by t.created_at) as place
+      from (
+        select j.id, j.created_at, j.gpu_type,
+               row_number() over (partition by j.gpu_type order by j.created_at) as type_place,
+               f.free
+        from (
+          -- The owner's oldest queued jobs, skipping GPU types with no free slot: a job waiting
+          -- for a full type takes no turn from its owner's other jobs. A few more than the
+          -- owner's free slots are read, so that a type with fewer free slots than that does
+          -- not hold up the owner's jobs on other types either.
+          select q.id, q.created_at, q.gpu_config ->> 'gpu_type' as gpu_type
+          from public.training_jobs q
+          where q.user_id = u.user_id and q.status = 'queued'
+            and not exists (select 1 from gpu_free f
+                            where f.gpu_type = q.gpu_config ->> 'gpu_type' and f.free <= 0)
+          order by q.created_at
+          limit u.user_limit - u.active_n + 32
+        ) j
+        left join gpu_free f on f.gpu_type = j.gpu_type
+      ) t
+      where t.free is null or t.type_place <= t.free
+      order by t.created_at
+      limit u.user_limit - u.active_n
+    ) c
+  ),
+  fair as (
+    select c.id, c.turn, c.created_at, c.gpu_type,
+           row_number() over (partition by c.gpu_type order by c.turn, c.created_at) as gpu_place
+    from candidates c
+  ),
+  picked as (
+    select f.id, f.turn, f.created_at
+    from fair f
+    left join gpu_free g on g.gpu_type = f.gpu_type
+    where g.free is null or f.gpu_place <= g.free
+    order by f.turn, f.created_at
+    limit p_limit
+  ),
+  rescued as (
+    select j.id
+    from public.training_jobs j
+    where j.status = 'initializing'
+      and j.external_job_id is null
+      and (j.lease_expires_at is null or j.lease_expires_at < now())
+    order by j.created_at
+    limit p_limit
+    for update skip locked
+  ),
+  fresh as (
+    select j.id
+    from public.training_jobs j
+    join picked p on p.id = j.id
+    where j.status = 'queued'
+    for update of j skip locked
+  ),
+  taken as (
+    select id from rescued
+    union all
+    (select id from fresh limit greatest(p_limit - (select count(*) from rescued), 0))
+  ),
+  claimed as (
+    update public.training_jobs j
+    set status = 'initializing',
+        lease_owner = p_owner,
+        lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+        idempotency_key = coalesce(j.idempotency_key, gen_random_uuid())
+    from taken
+    where j.id = taken.id
+    returning j.*
+  )
+  select coalesce(jsonb_agg(jsonb_build_object(
+    'job_id', c.id,
+    'user_id', c.user_id,
+    'idempotency_key', c.idempotency_key,
+    'hyperparameters', c.hyperparameters,
+    'gpu_config', c.gpu_config,
+    'hourly_rate', p.hourly_rate,
+    'total_epochs', c.total_epochs,
+    'attempts', c.attempts,
+    'dataset_id', d.id,
+    'dataset_name', d.name,
+    'storage_bucket', d.storage_bucket,
+    'storage_path', d.storage_path
+  ) order by c.created_at), '[]'::jsonb)
+  into result
+  from claimed c
+  join public.datasets d on d.id = c.dataset_id
+  left join public.gpu_prices p on p.gpu_type = c.gpu_config ->> 'gpu_type';
+
+  return result;
+end;
+$$;
+
+revoke execute on function public.processor_claim_queued(uuid, integer, integer, integer)
+  from public, anon, authenticated;
+grant execute on function public.processor_claim_queued(uuid, integer, integer, integer)
+  to service_role;
