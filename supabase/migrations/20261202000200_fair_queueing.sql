@@ -101,12 +101,15 @@ begin
     where p.max_active_jobs is not null
     group by p.gpu_type, p.max_active_jobs
   ),
+  user_active as (
+    select a.user_id, sum(a.n)::integer as n from active a group by a.user_id
+  ),
   users as (
     select q.user_id,
-           coalesce((select sum(a.n)::integer from active a where a.user_id = q.user_id), 0)
-             as active_n,
+           coalesce(ua.n, 0) as active_n,
            coalesce(l.max_active_jobs, p_default_user_limit) as user_limit
     from queued_users q
+    left join user_active ua on ua.user_id = q.user_id
     left join public.user_job_limits l on l.user_id = q.user_id
     where q.user_id is not null
   ),
@@ -122,16 +125,19 @@ begin
                f.free
         from (
           -- The owner's oldest queued jobs, skipping GPU types with no free slot: a job waiting
-          -- for a full type takes no turn from its owner's other jobs. A few more than the
-          -- owner's free slots are read, so that a type with fewer free slots than that does
-          -- not hold up the owner's jobs on other types either.
+          -- for a full type takes no turn from its owner's other jobs. When some type has
+          -- fewer free slots than the owner, a few more jobs are read, so that type does not
+          -- hold up the owner's jobs on other types either.
           select q.id, q.created_at, q.gpu_config ->> 'gpu_type' as gpu_type
           from public.training_jobs q
           where q.user_id = u.user_id and q.status = 'queued'
             and not exists (select 1 from gpu_free f
                             where f.gpu_type = q.gpu_config ->> 'gpu_type' and f.free <= 0)
           order by q.created_at
-          limit u.user_limit - u.active_n + 32
+          limit u.user_limit - u.active_n
+                + case when exists (select 1 from gpu_free f
+                                    where f.free > 0 and f.free < u.user_limit - u.active_n)
+                       then 32 else 0 end
         ) j
         left join gpu_free f on f.gpu_type = j.gpu_type
       ) t
