@@ -30,6 +30,16 @@ class GpuPrice(_Row):
     hourly_rate: Decimal
     currency: str = "USD"
     updated_at: datetime | None = None
+    max_active_jobs: int | None = None
+    training_pairs_per_second: Decimal = Decimal(1)
+    startup_seconds: int = 300
+
+
+class UserJobLimit(_Row):
+    user_id: UUID
+    max_active_jobs: int
+    plan: str | None = None
+    updated_at: datetime
 
 
 class Dataset(_Row):

@@ -26,8 +26,8 @@ from shared.services.database import database
 set_up_function()
 
 DEFAULT_MAX_POINTS = 500
-MAX_POINTS_LIMIT = 5000
-LARGEST_STEP = 2**31 - 1
+# Whole numbers only here; get_job_detail bounds max_points (2 to 5000) and says so.
+LARGEST_INTEGER = 2**31 - 1
 
 
 @functions_framework.http
@@ -39,9 +39,11 @@ def _get_job(request: Request) -> Response:
     user = token_verifier().verify(bearer_token(request))
     job_id = job_id_from(request, query_param="job_id")
     max_points = int_param(
-        request, "max_points", default=DEFAULT_MAX_POINTS, minimum=2, maximum=MAX_POINTS_LIMIT
+        request, "max_points", default=DEFAULT_MAX_POINTS, minimum=0, maximum=LARGEST_INTEGER
     )
-    since_step = int_param(request, "since_step", default=None, minimum=0, maximum=LARGEST_STEP)
+    since_step = int_param(
+        request, "since_step", default=None, minimum=0, maximum=LARGEST_INTEGER
+    )
     detail = database().call(
         "get_job_detail",
         {"p_job_id": job_id, "p_max_points": max_points, "p_since_step": since_step},

@@ -26,6 +26,7 @@ _OWN_CODES: dict[str, type[DatabaseError]] = {
     "PT404": NotFound,
     "PT409": InvalidTransition,
     "PT403": PermissionDenied,
+    "PT400": InvalidValue,
 }
 
 

@@ -9,7 +9,15 @@ import pytest
 from pydantic import BaseModel
 
 from infra.local import postgres
-from tests.rows import CostRecord, Dataset, GpuPrice, MetricsPoint, Notification, TrainingJob
+from tests.rows import (
+    CostRecord,
+    Dataset,
+    GpuPrice,
+    MetricsPoint,
+    Notification,
+    TrainingJob,
+    UserJobLimit,
+)
 
 MODELS: dict[str, type[BaseModel]] = {
     "gpu_prices": GpuPrice,
@@ -18,6 +26,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "metrics_points": MetricsPoint,
     "cost_records": CostRecord,
     "notifications": Notification,
+    "user_job_limits": UserJobLimit,
 }
 
 

@@ -60,13 +60,13 @@ select tests.act_as_user('a11ce000-0000-4000-8000-000000000000');
 -- --- get_job_detail: shape ---
 
 select results_eq(
-  $$ select array(select jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000a001')) order by 1) $$,
+  $$ select array(select jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 500, null)) order by 1) $$,
   $$ values (array['costs', 'dataset', 'job', 'metrics']) $$,
   'owner: get_job_detail returns job, dataset, metrics and costs'
 );
 
 select set_eq(
-  $$ select jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000a001') -> 'job') $$,
+  $$ select jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 500, null) -> 'job') $$,
   array['id', 'user_id', 'dataset_id', 'status', 'progress', 'current_epoch', 'total_epochs',
         'current_step', 'total_steps', 'current_metrics', 'hyperparameters', 'gpu_config',
         'estimated_total_cost', 'current_cost', 'final_cost', 'external_job_id', 'error_message',
@@ -77,7 +77,7 @@ select set_eq(
 );
 
 select is_empty(
-  $$ select k from jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000a001') -> 'job') k
+  $$ select k from jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 500, null) -> 'job') k
      where k in ('lease_owner', 'lease_expires_at', 'idempotency_key', 'attempts', 'next_poll_at',
                  'cancel_delivered_at') $$,
   'owner: no processor bookkeeping in the job object (listed: the leaked keys)'
@@ -86,14 +86,14 @@ select is_empty(
 select results_eq(
   $$ select d -> 'job' ->> 'id', d -> 'job' ->> 'status', d -> 'dataset' ->> 'id', d -> 'dataset' ->> 'name',
             d -> 'costs'
-     from public.get_job_detail('10b00000-0000-4000-8000-00000000a001') d $$,
+     from public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 500, null) d $$,
   $$ values ('10b00000-0000-4000-8000-00000000a001', 'running', 'da7a0000-0000-4000-8000-0000000a11ce',
              'alice data', '[]'::jsonb) $$,
   'owner: the running job, its dataset, and no costs yet'
 );
 
 select set_eq(
-  $$ select jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 5000) -> 'metrics' -> 0) $$,
+  $$ select jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 5000, null) -> 'metrics' -> 0) $$,
   array['step', 'epoch', 'training_loss', 'validation_loss', 'learning_rate', 'throughput',
         'gpu_utilization', 'gpu_memory', 'recorded_at'],
   'owner: a metrics point has the chart''s fields'
@@ -101,7 +101,7 @@ select set_eq(
 
 select results_eq(
   $$ select jsonb_array_length(c), c -> 0 ->> 'cost_type', (c -> 0 ->> 'amount')::numeric
-     from (select public.get_job_detail('10b00000-0000-4000-8000-00000000a003') -> 'costs' c) s $$,
+     from (select public.get_job_detail('10b00000-0000-4000-8000-00000000a003', 500, null) -> 'costs' c) s $$,
   $$ values (1, 'training_compute', 3.0000::numeric) $$,
   'owner: the completed job carries its one compute cost record (1.50/h x 2 GPUs x 1 hour)'
 );
@@ -110,7 +110,7 @@ select results_eq(
 
 select results_eq(
   $$ select array(select (p ->> 'step')::int
-                  from jsonb_array_elements(public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 5000) -> 'metrics') p) $$,
+                  from jsonb_array_elements(public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 5000, null) -> 'metrics') p) $$,
   $$ select array(select s from generate_series(0, 999) s) $$,
   'owner: with room for every point, all 1000 come back in step order'
 );
@@ -118,7 +118,7 @@ select results_eq(
 select results_eq(
   $$ select (m -> 250 ->> 'training_loss')::float8, (m -> 500 ->> 'training_loss')::float8,
             (m -> 999 ->> 'learning_rate')::float8
-     from (select public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 5000) -> 'metrics' m) s $$,
+     from (select public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 5000, null) -> 'metrics' m) s $$,
   $$ values (-1::float8, 100::float8, 0.0002::float8) $$,
   'owner: points carry their values'
 );
@@ -179,19 +179,19 @@ select results_eq(
 );
 
 select throws_ok(
-  $$ select public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 1) $$,
-  '22023', 'max_points must be between 2 and 5000, not 1',
+  $$ select public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 1, null) $$,
+  'PT400', 'max_points must be a whole number from 2 to 5000.',
   'owner: max_points below 2 is refused'
 );
 
 select throws_ok(
-  $$ select public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 5001) $$,
-  '22023', 'max_points must be between 2 and 5000, not 5001',
+  $$ select public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 5001, null) $$,
+  'PT400', 'max_points must be a whole number from 2 to 5000.',
   'owner: max_points above 5000 is refused'
 );
 
 select throws_ok(
-  $$ select public.get_job_detail('10b00000-0000-4000-8000-0000deadbeef') $$,
+  $$ select public.get_job_detail('10b00000-0000-4000-8000-0000deadbeef', 500, null) $$,
   'PT404', 'No such training job, or it is not yours.',
   'owner: a missing job is PT404'
 );
@@ -257,13 +257,13 @@ reset role;
 select tests.act_as_user('b0b00000-0000-4000-8000-000000000000');
 
 select throws_ok(
-  $$ select public.get_job_detail('10b00000-0000-4000-8000-00000000a001') $$,
+  $$ select public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 500, null) $$,
   'PT404', 'No such training job, or it is not yours.',
   'another user: get_job_detail on alice''s job is PT404'
 );
 
 select throws_ok(
-  $$ select public.get_job_detail('10b00000-0000-4000-8000-0000deadbeef') $$,
+  $$ select public.get_job_detail('10b00000-0000-4000-8000-0000deadbeef', 500, null) $$,
   'PT404', 'No such training job, or it is not yours.',
   'another user: get_job_detail on a missing job is the same PT404'
 );
@@ -289,7 +289,7 @@ select throws_ok(
 
 select results_eq(
   $$ select d -> 'job' ->> 'user_id', d -> 'dataset' ->> 'name', d -> 'metrics'
-     from public.get_job_detail('10b00000-0000-4000-8000-00000000b001') d $$,
+     from public.get_job_detail('10b00000-0000-4000-8000-00000000b001', 500, null) d $$,
   $$ values ('b0b00000-0000-4000-8000-000000000000', 'bob data', '[]'::jsonb) $$,
   'another user: get_job_detail on their own job works'
 );
@@ -314,7 +314,7 @@ select is_empty(
 select tests.act_as_anon();
 
 select throws_ok(
-  $$ select public.get_job_detail('10b00000-0000-4000-8000-00000000a001') $$,
+  $$ select public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 500, null) $$,
   '42501', 'permission denied for function get_job_detail',
   'anon: cannot call get_job_detail'
 );
@@ -350,13 +350,13 @@ select tests.act_as_service_role();
 
 select results_eq(
   $$ select d -> 'job' ->> 'user_id', d -> 'dataset' ->> 'id', jsonb_array_length(d -> 'metrics')
-     from public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 5000) d $$,
+     from public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 5000, null) d $$,
   $$ values ('a11ce000-0000-4000-8000-000000000000', 'da7a0000-0000-4000-8000-0000000a11ce', 1000) $$,
   'service role: get_job_detail returns any user''s job with all its points'
 );
 
 select is_empty(
-  $$ select k from jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000a001') -> 'job') k
+  $$ select k from jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 500, null) -> 'job') k
      where k in ('lease_owner', 'lease_expires_at', 'idempotency_key', 'attempts', 'next_poll_at',
                  'cancel_delivered_at') $$,
   'service role: the job object has no processor bookkeeping either'
@@ -364,13 +364,13 @@ select is_empty(
 
 select results_eq(
   $$ select array(select (p ->> 'step')::int
-                  from jsonb_array_elements(public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 2) -> 'metrics') p) $$,
+                  from jsonb_array_elements(public.get_job_detail('10b00000-0000-4000-8000-00000000a001', 2, null) -> 'metrics') p) $$,
   $$ values (array[0, 999]) $$,
   'service role: downsamples the same way'
 );
 
 select throws_ok(
-  $$ select public.get_job_detail('10b00000-0000-4000-8000-0000deadbeef') $$,
+  $$ select public.get_job_detail('10b00000-0000-4000-8000-0000deadbeef', 500, null) $$,
   'PT404', 'No such training job, or it is not yours.',
   'service role: a missing job is PT404'
 );

@@ -130,14 +130,14 @@ select results_eq(
 
 select is(
   (select count(*)::int
-   from jsonb_each(public.get_job_detail('10b00000-0000-4000-8000-00000000c001') -> 'job') e
+   from jsonb_each(public.get_job_detail('10b00000-0000-4000-8000-00000000c001', 500, null) -> 'job') e
    where e.value = 'null'::jsonb),
   0,
   'owner: get_job_detail shows every user-facing column (none left NULL by the grant)'
 );
 
 select is_empty(
-  $$ select k from jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000c001') -> 'job') k
+  $$ select k from jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000c001', 500, null) -> 'job') k
      where k in ('idempotency_key', 'attempts', 'lease_owner', 'lease_expires_at',
                  'next_poll_at', 'cancel_delivered_at') $$,
   'owner: get_job_detail shows no bookkeeping'
@@ -145,7 +145,7 @@ select is_empty(
 
 select set_eq(
   $$ select jsonb_object_keys(public.get_training_job('10b00000-0000-4000-8000-00000000c001')) $$,
-  $$ select jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000c001') -> 'job') $$,
+  $$ select jsonb_object_keys(public.get_job_detail('10b00000-0000-4000-8000-00000000c001', 500, null) -> 'job') $$,
   'owner: get_training_job answers the job as get_job_detail shows it'
 );
 

@@ -1,90 +1,81 @@
--- Column privileges on training_jobs: a signed-in user reads the columns that describe their job,
--- never the processor's bookkeeping, whatever they call: the Data API (PostgREST's
--- /rest/v1/training_jobs), or any function running as them.
+-- The job API's operations (docs/architecture.md, "The HTTP API"): get-job reads one job with its
+-- chart-ready metrics series, dataset and costs; cancel-job cancels an active job. They are
+-- SECURITY INVOKER: they run as the signed-in caller, so the RLS policies and column grants, not
+-- the functions, decide what a caller sees and may change. They read a job through
+-- lora_private.visible_training_job (the column-privileges migration), never the whole row.
 --
--- User-facing (granted): what the job API shows, lora_private.training_job_json: the job, its
--- dataset, progress, metrics, hyperparameters and GPU, its costs, the cluster's id for its run and
--- the trained adapter's location, its times (the run's own start and end at the cluster
--- included), the processor's verdicts the monitor warns from (`stalled_since`,
--- `lost_contact_since`), when the step counter last moved and when a cancel was requested (the
--- user's own act).
---
--- Bookkeeping (not granted): `idempotency_key` (what resubmits the same run), `attempts`,
--- `lease_owner` and `lease_expires_at` (which processor invocation owns the job), `next_poll_at`
--- (the poll schedule) and `cancel_delivered_at` (whether the cluster has been told), and any
--- column added later until it is granted here: a new column is the processor's until someone
--- decides otherwise.
---
--- A user's query that names a bookkeeping column, or reads the whole row (`select *`,
--- `to_jsonb(j)`, `returning *`), is refused with 42501; a Data API client lists the columns it
--- wants. The job API's functions run as their caller, so they read the row through
--- lora_private.visible_training_job below, which names only granted columns.
+-- Every parameter is given by the caller (no defaults): get-job's default max_points stays in
+-- get-job, and its bounds in get_job_detail (PT400, answered as 400 with the message).
 
-revoke select on public.training_jobs from authenticated, anon;
+-- === the API's view of a job ====================================================================
 
-grant select (
-  id, user_id, dataset_id, status,
-  progress, current_epoch, total_epochs, current_step, total_steps, current_metrics,
-  hyperparameters, gpu_config,
-  estimated_total_cost, current_cost, final_cost,
-  external_job_id, error_message, artifact_location,
-  estimated_completion_at, started_at, completed_at, run_started_at, run_ended_at,
-  last_progress_at, stalled_since, lost_contact_since, cancel_requested_at,
-  created_at, updated_at
-) on public.training_jobs to authenticated;
-
--- === the job as its caller may read it ==========================================================
-
--- The job as a training_jobs row with its user-facing columns filled in and the bookkeeping left
--- NULL, read as the caller (SECURITY INVOKER: RLS and the column grants apply); a row of NULLs
--- when the job does not exist or is not the caller's. Keep its column list equal to the grant
--- above (a pgTAP test compares them).
-create function lora_private.visible_training_job(p_job_id uuid) returns public.training_jobs
-language plpgsql
+-- What a job's owner sees of it: everything but the processor's bookkeeping (leases, attempts,
+-- idempotency key, poll schedule, cancel delivery). Listed, not subtracted, so that a column
+-- added for the processor does not show up in the API by itself. The processor's verdicts on a
+-- running job (`stalled_since`, `lost_contact_since`) are shown: the monitor warns from them
+-- instead of judging a stall or an outage itself.
+create function lora_private.training_job_json(job public.training_jobs) returns jsonb
+language sql
 stable
-security invoker
 set search_path = ''
 as $$
-declare
-  job public.training_jobs;
-begin
-  select j.id, j.user_id, j.dataset_id, j.status,
-         j.progress, j.current_epoch, j.total_epochs, j.current_step, j.total_steps,
-         j.current_metrics, j.hyperparameters, j.gpu_config,
-         j.estimated_total_cost, j.current_cost, j.final_cost,
-         j.external_job_id, j.error_message, j.artifact_location,
-         j.estimated_completion_at, j.started_at, j.completed_at, j.run_started_at, j.run_ended_at,
-         j.last_progress_at, j.stalled_since, j.lost_contact_since, j.cancel_requested_at,
-         j.created_at, j.updated_at
-  into job.id, job.user_id, job.dataset_id, job.status,
-       job.progress, job.current_epoch, job.total_epochs, job.current_step, job.total_steps,
-       job.current_metrics, job.hyperparameters, job.gpu_config,
-       job.estimated_total_cost, job.current_cost, job.final_cost,
-       job.external_job_id, job.error_message, job.artifact_location,
-       job.estimated_completion_at, job.started_at, job.completed_at, job.run_started_at,
-       job.run_ended_at,
-       job.last_progress_at, job.stalled_since, job.lost_contact_since, job.cancel_requested_at,
-       job.created_at, job.updated_at
-  from public.training_jobs j
-  where j.id = p_job_id;
-  return job;
-end;
+  select jsonb_build_object(
+    'id', job.id,
+    'user_id', job.user_id,
+    'dataset_id', job.dataset_id,
+    'status', job.status,
+    'progress', job.progress,
+    'current_epoch', job.current_epoch,
+    'total_epochs', job.total_epochs,
+    'current_step', job.current_step,
+    'total_steps', job.total_steps,
+    'current_metrics', job.current_metrics,
+    'hyperparameters', job.hyperparameters,
+    'gpu_config', job.gpu_config,
+    'estimated_total_cost', job.estimated_total_cost,
+    'current_cost', job.current_cost,
+    'final_cost', job.final_cost,
+    'external_job_id', job.external_job_id,
+    'error_message', job.error_message,
+    'artifact_location', job.artifact_location,
+    'estimated_completion_at', job.estimated_completion_at,
+    'started_at', job.started_at,
+    'completed_at', job.completed_at,
+    'run_started_at', job.run_started_at,
+    'run_ended_at', job.run_ended_at,
+    'last_progress_at', job.last_progress_at,
+    'stalled_since', job.stalled_since,
+    'lost_contact_since', job.lost_contact_since,
+    'cancel_requested_at', job.cancel_requested_at,
+    'created_at', job.created_at,
+    'updated_at', job.updated_at
+  )
 $$;
 
-comment on function lora_private.visible_training_job(uuid) is
-  'The job''s user-facing columns as a training_jobs row (bookkeeping NULL), under the caller''s '
-  'RLS and column grants; all NULL when the caller cannot see it.';
+-- One point of a response. Inlined like finite_or_null, and for the same measured reason left
+-- without `set search_path` (see there); the one name in it that is not built in is
+-- schema-qualified.
+create function lora_private.metrics_point_json(point public.metrics_points) returns jsonb
+language sql
+stable
+as $$
+  select jsonb_build_object(
+    'step', point.step,
+    'epoch', point.epoch,
+    'training_loss', lora_private.finite_or_null(point.training_loss),
+    'validation_loss', lora_private.finite_or_null(point.validation_loss),
+    'learning_rate', lora_private.finite_or_null(point.learning_rate),
+    'throughput', lora_private.finite_or_null(point.throughput),
+    'gpu_utilization', lora_private.finite_or_null(point.gpu_utilization),
+    'gpu_memory', lora_private.finite_or_null(point.gpu_memory),
+    'recorded_at', point.recorded_at
+  )
+$$;
 
-revoke execute on function lora_private.visible_training_job(uuid) from public, anon;
-grant execute on function lora_private.visible_training_job(uuid) to authenticated, service_role;
+-- === get-job and cancel-job ===================================================================
 
--- === the functions that read whole rows as their caller =========================================
-
--- Each is the function of its earlier migration with its whole-row reads replaced; what it
--- returns is unchanged.
-
--- The job as its owner sees it (migration 400 returned the whole row, bookkeeping included).
-create or replace function public.get_training_job(p_job_id uuid) returns jsonb
+-- The job as its owner sees it.
+create function public.get_training_job(p_job_id uuid) returns jsonb
 language plpgsql
 stable
 security invoker
@@ -104,11 +95,16 @@ comment on function public.get_training_job(uuid) is
   'The job as JSON, as its owner sees it (no processor bookkeeping), or NULL when it does not '
   'exist or is not the caller''s.';
 
--- get-job's one job with dataset, metrics and costs (migration 600, `select *` replaced).
-create or replace function public.get_job_detail(
+-- One job with its dataset, costs and metrics series: all of it when there are at most
+-- p_max_points points after p_since_step (all points when NULL), otherwise at most p_max_points
+-- of them that keep the curve's shape: the first and the last, and in each of
+-- (p_max_points - 2) / 2 equal step ranges the points of lowest and highest training loss (the
+-- range's first point when it has no loss). PT404 when the job does not exist or is not the
+-- caller's: RLS hides both alike.
+create function public.get_job_detail(
   p_job_id uuid,
-  p_max_points integer default 500,
-  p_since_step integer default null
+  p_max_points integer,
+  p_since_step integer
 ) returns jsonb
 language plpgsql
 stable
@@ -128,9 +124,10 @@ declare
   chosen integer[];
   metrics jsonb;
 begin
+  -- The one place max_points is bounded: get-job passes the caller's value through.
   if p_max_points is null or p_max_points not between 2 and 5000 then
-    raise exception 'max_points must be between 2 and 5000, not %', p_max_points
-      using errcode = '22023';
+    raise exception 'max_points must be a whole number from 2 to 5000.'
+      using errcode = 'PT400';
   end if;
 
   job := lora_private.visible_training_job(p_job_id);
@@ -240,8 +237,12 @@ begin
 end;
 $$;
 
--- cancel-job's cancel (migration 600, `returning j.*` and `select *` replaced).
-create or replace function public.cancel_training_job(p_job_id uuid) returns jsonb
+-- Cancels the caller's active job and returns it as get_job_detail shows it. The state machine
+-- trigger stops the running cost and writes the final cost, the cost record and the notification;
+-- the processor delivers the cancel to the cluster unless cancel-job manages to first. PT404 when
+-- the job does not exist or is not the caller's; PT409, naming the status, when it has already
+-- ended, including when it ended while this call waited for its row.
+create function public.cancel_training_job(p_job_id uuid) returns jsonb
 language plpgsql
 volatile
 security invoker
@@ -269,3 +270,21 @@ begin
     using errcode = 'PT409';
 end;
 $$;
+
+-- === grants =====================================================================================
+
+revoke execute on function
+  lora_private.training_job_json(public.training_jobs),
+  lora_private.metrics_point_json(public.metrics_points),
+  public.get_training_job(uuid),
+  public.get_job_detail(uuid, integer, integer),
+  public.cancel_training_job(uuid)
+from public, anon;
+
+grant execute on function
+  lora_private.training_job_json(public.training_jobs),
+  lora_private.metrics_point_json(public.metrics_points),
+  public.get_training_job(uuid),
+  public.get_job_detail(uuid, integer, integer),
+  public.cancel_training_job(uuid)
+to authenticated, service_role;
