@@ -38,7 +38,7 @@ def _cancel_job(request: Request) -> Response:
     job = db.call("cancel_training_job", {"p_job_id": job_id}, as_user=user)
     if job["external_job_id"] and asyncio.run(_tell_cluster(job_id, job["external_job_id"])):
         try:
-            db.call("processor_record_cancels_delivered", {"p_deliveries": [{"job_id": job_id}]})
+            db.call("record_cancels_delivered", {"p_deliveries": [{"job_id": job_id}]})
         except DatabaseError as exc:
             # The processor will deliver it again; the cluster takes a cancel twice.
             log_event(
