@@ -84,7 +84,7 @@ def read_spec(text: str | None, path: Path | None) -> TrainerSpec:
     else:
         assert text is not None  # noqa: S101  (argparse requires one of the two)
         try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ValueError("--spec is not base64url") from exc
     try:

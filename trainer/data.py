@@ -37,7 +37,6 @@ MAX_REPORTED_ERRORS: Final = 10
 _PAIR_KEYS: Final = (("prompt", "completion"), ("input", "output"))
 _DOWNLOAD_ATTEMPTS: Final = 3
 _DOWNLOAD_TIMEOUT: Final = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
-_CHUNK_BYTES: Final = 1 << 20
 
 
 # --- download -------------------------------------------------------------------------------------
@@ -105,7 +104,7 @@ def _download_once(
             raise _too_large(max_bytes, int(declared))
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_bytes(_CHUNK_BYTES):
+        for chunk in response.iter_bytes():
             size += len(chunk)
             if size > max_bytes:
                 raise _too_large(max_bytes, None)

@@ -12,6 +12,9 @@ anywhere else everything is fp32 (``bf16`` true or false forces the choice).
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +26,15 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft asks transformers about gradient checkpointing by a name transformers has renamed;
+    the warning says nothing about the run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+        yield
 
 
 @dataclass(frozen=True)
@@ -112,7 +124,8 @@ def apply_lora(model: Any, hp: Hyperparameters) -> Any:
         target_modules=target_modules,
     )
     try:
-        return get_peft_model(model, config)
+        with quiet_peft():
+            return get_peft_model(model, config)
     except ValueError as exc:
         raise TrainerError(
             INVALID_HYPERPARAMETERS, f"LoRA cannot be applied to this model: {_reason(exc)}"

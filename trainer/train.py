@@ -27,7 +27,6 @@ import tempfile
 import threading
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -495,10 +494,10 @@ class _Loop:
     # --- saving and uploading ---------------------------------------------------------------
 
     def _save(self, name: str) -> Path:
+        from trainer.model import quiet_peft
+
         folder = self.work / name
-        with warnings.catch_warnings():
-            # peft asks transformers a question it has renamed; nothing for the log.
-            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+        with quiet_peft():
             self.model.save_pretrained(folder, safe_serialization=True)
         return folder
 
