@@ -343,7 +343,9 @@ begin
   gpu_count := case when (p_gpu_config -> 'gpu_count') #>> '{}' ~ '^[1-9][0-9]?$'
                      and jsonb_typeof(p_gpu_config -> 'gpu_count') = 'number'
                     then (p_gpu_config ->> 'gpu_count')::numeric end;
-  select * into price from public.gpu_prices p where p.gpu_type = p_gpu_config ->> 'gpu_type';
+  select p.gpu_type, p.hourly_rate, p.training_pairs_per_second, p.startup_seconds
+  into price.gpu_type, price.hourly_rate, price.training_pairs_per_second, price.startup_seconds
+  from public.gpu_prices p where p.gpu_type = p_gpu_config ->> 'gpu_type';
   if epochs is null or batch_size is null or gpu_count is null or price.gpu_type is null then
     return null;
   end if;
@@ -383,7 +385,8 @@ begin
     -- The backend (service role, owner, superuser): taken as given, with an estimate if it has
     -- none and the data allow one.
     if new.estimated_total_cost is null then
-      select * into dataset from public.datasets d where d.id = new.dataset_id;
+      select d.total_training_pairs into dataset.total_training_pairs
+      from public.datasets d where d.id = new.dataset_id;
       estimate := public.training_job_cost_estimate(dataset.total_training_pairs,
                                                     new.hyperparameters, new.gpu_config);
       if estimate <= max_estimate then
@@ -437,7 +440,11 @@ begin
     raise exception 'dataset_id is required: the id of the dataset to train on.'
       using errcode = '23502';
   end if;
-  select * into dataset from public.datasets d where d.id = new.dataset_id;
+  -- Named columns, read under the caller's RLS: another user's dataset is not found.
+  select d.id, d.user_id, d.name, d.training_ready, d.total_training_pairs
+  into dataset.id, dataset.user_id, dataset.name, dataset.training_ready,
+       dataset.total_training_pairs
+  from public.datasets d where d.id = new.dataset_id;
   if dataset.id is null or dataset.user_id <> new.user_id then
     raise exception 'No such dataset, or it is not yours (dataset_id %).', new.dataset_id
       using errcode = '42501';
