@@ -146,7 +146,18 @@ class StorageSettings(BaseSettings):
         return self
 
 
-class ProcessorSettings(BaseSettings):
+class UserLimitSettings(BaseSettings):
+    """The default limit on a user's active jobs: the processor claims by it and get-job explains
+    a queued job's wait by it, so both read this one setting."""
+
+    model_config = _CONFIG
+
+    # Active (initializing + running) jobs a user may have at once, unless public.user_job_limits
+    # gives them their own limit.
+    processor_max_active_jobs_per_user: int = Field(default=2, ge=0, le=1000)
+
+
+class ProcessorSettings(UserLimitSettings):
     """One processor cycle: how much it takes on and how long it may run (DESIGN section 7)."""
 
     model_config = _CONFIG
@@ -172,9 +183,6 @@ class ProcessorSettings(BaseSettings):
     # (billing) and how it really ended (a cancel can arrive after the run completed).
     processor_settle_seconds: float = Field(default=24 * 3600.0, ge=0)
     processor_cancel_batch_size: int = Field(default=200, ge=1, le=10000)
-    # Active (initializing + running) jobs a user may have at once, unless public.user_job_limits
-    # gives them their own limit.
-    processor_max_active_jobs_per_user: int = Field(default=2, ge=0, le=1000)
 
     @property
     def lease_seconds(self) -> int:
@@ -246,9 +254,9 @@ class AuthSettings(BaseSettings):
 _ORIGIN = re.compile(r"https?://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
 
 
-class ApiSettings(BaseSettings):
-    """The user-facing functions' HTTP behaviour: CORS, and how long cancel-job waits for the
-    cluster before leaving the cancel to the processor."""
+class ApiSettings(UserLimitSettings):
+    """The user-facing functions' HTTP behaviour: CORS, how long cancel-job waits for the cluster
+    before leaving the cancel to the processor, and the user limit get-job explains waits by."""
 
     model_config = _CONFIG
 

@@ -300,20 +300,25 @@ def _preflight(request: Request, origins: Collection[str], methods: Sequence[str
     return response
 
 
-def etag_response(request: Request, body: Any) -> Response:
+def etag_response(
+    request: Request, body: dict[str, Any], *, fresh: dict[str, Any] | None = None
+) -> Response:
     """200 with `body` and its ETag, or 304 when the caller's `If-None-Match` already names it.
 
     The ETag is a hash of the body itself, so it changes exactly when the answer does, whatever
-    changed (a status, a new metric point, a cost record, another `max_points`).
+    changed (a status, a new metric point, a cost record, another `max_points`). `fresh` holds
+    parts that differ on every request without the resource changing (signed URLs): they go into
+    the 200's `data` but not into the hash, so an unchanged job still gets its 304.
     """
-    payload = _encode(body)
-    etag = '"' + hashlib.sha256(payload).hexdigest()[:32] + '"'
+    etag = '"' + hashlib.sha256(_encode(body)).hexdigest()[:32] + '"'
     if _etag_matches(request.headers.get("If-None-Match"), etag):
         response = Response(status=304)
         response.headers["ETag"] = etag
         response.headers["Cache-Control"] = "no-store"
         return response
-    return _json_bytes_response(payload, headers={"ETag": etag})
+    if fresh:
+        body = {**body, "data": {**body["data"], **fresh}}
+    return _json_bytes_response(_encode(body), headers={"ETag": etag})
 
 
 def _etag_matches(if_none_match: str | None, etag: str) -> bool:

@@ -19,6 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra.local import postgres
 from infra.local.processes import ServerProcess, start_cluster_simulator
+from infra.local.s3 import LocalS3Server, create_buckets
 from tests.cluster.support import API_KEY, STEPS_PER_SECOND, SimulatorControl
 
 # Read before scrubbing: the one variable a developer may point the tests at.
@@ -141,3 +142,11 @@ def sim(simulator: ServerProcess) -> Iterator[SimulatorControl]:
     yield control
     control.reset()
     control.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[LocalS3Server]:
+    """moto's S3 server, over real HTTP, with every bucket the runner uses; one per session."""
+    with LocalS3Server() as server:
+        create_buckets(server.client())
+        yield server

@@ -1,4 +1,4 @@
-# The three Cloud Functions (gen2) of DESIGN.md, what each one is given, and who may call it.
+# The three Cloud Functions (gen2), what each one is given, and who may call it.
 
 locals {
   bundle_dir    = coalesce(var.bundle_dir, "${path.module}/../../build/bundles")
@@ -12,14 +12,9 @@ locals {
     LOG_EXECUTION_ID = "true"
   })
 
-  processor_environment = merge(
-    local.common_environment,
-    {
-      GPU_CLUSTER_API_URL = var.gpu_cluster_api_url
-      STORAGE_BACKEND     = var.storage_backend
-      # Behind Cloud Scheduler the platform checks the OIDC token and lets nothing else in.
-      PROCESSOR_TRUST_PLATFORM_AUTH = local.supabase_cron ? "false" : "true"
-    },
+  # Storage: the processor signs dataset downloads and artifact uploads, get-job adapter downloads.
+  storage_environment = merge(
+    { STORAGE_BACKEND = var.storage_backend },
     var.storage_backend == "s3" ? {
       S3_REGION        = var.s3_region
       S3_ACCESS_KEY_ID = var.s3_access_key_id
@@ -27,6 +22,17 @@ locals {
     var.storage_backend == "s3" && var.s3_endpoint_url != null ? {
       S3_ENDPOINT_URL = var.s3_endpoint_url
     } : {},
+  )
+  storage_secrets = var.storage_backend == "s3" ? ["s3-secret-access-key"] : ["supabase-service-role-key"]
+
+  processor_environment = merge(
+    local.common_environment,
+    local.storage_environment,
+    {
+      GPU_CLUSTER_API_URL = var.gpu_cluster_api_url
+      # Behind Cloud Scheduler the platform checks the OIDC token and lets nothing else in.
+      PROCESSOR_TRUST_PLATFORM_AUTH = local.supabase_cron ? "false" : "true"
+    },
   )
 
   api_environment = merge(local.common_environment, {
@@ -43,10 +49,9 @@ locals {
       max_instances   = var.processor_max_instances
       environment     = local.processor_environment
       secrets = distinct(concat(
-        ["gpu-cluster-api-key", "database-url", "cron-secret", "s3-secret-access-key"],
+        ["gpu-cluster-api-key", "database-url", "cron-secret"],
         local.uses_rest_api ? ["supabase-service-role-key", "supabase-anon-key"] : [],
-        # Supabase Storage signs the dataset URLs with the service-role key.
-        var.storage_backend == "supabase" ? ["supabase-service-role-key"] : [],
+        local.storage_secrets,
       ))
     }
     get_job = {
@@ -55,11 +60,13 @@ locals {
       description     = "One training job with its dataset, metrics and costs, for its owner."
       timeout_seconds = 30
       max_instances   = var.api_max_instances
-      environment     = local.api_environment
-      secrets = concat(
+      # It signs the adapter download URLs of completed jobs.
+      environment = merge(local.api_environment, local.storage_environment)
+      secrets = distinct(concat(
         ["database-url", "supabase-jwt-secret"],
         local.uses_rest_api ? ["supabase-service-role-key", "supabase-anon-key"] : [],
-      )
+        local.storage_secrets,
+      ))
     }
     cancel_job = {
       name            = "cancel-job"

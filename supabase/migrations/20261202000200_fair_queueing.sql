@@ -218,3 +218,106 @@ revoke execute on function public.processor_claim_queued(uuid, integer, integer,
   from public, anon, authenticated;
 grant execute on function public.processor_claim_queued(uuid, integer, integer, integer)
   to service_role;
+
+-- --- a queued job's place in line ----------------------------------------------------------------
+
+-- Where the caller's queued job stands, and why it waits: `position` counts the queued jobs on
+-- its GPU type that the round-robin order puts before it (1: next), `reason` is one of
+-- `user_limit` (the owner has as many active jobs as their limit), `gpu_capacity` (every slot
+-- of the GPU type is taken) or `in_line`, with `message` saying it for a person. When
+-- the GPU type has a capacity and recent runs on it, `estimated_start_at` is now plus the waves
+-- ahead (position / capacity, rounded up) times their average run time, to the minute; NULL
+-- otherwise. NULL for a job that is not queued, does not exist or is not the caller's.
+--
+-- SECURITY DEFINER, because the position counts other users' jobs, which RLS hides from the
+-- caller; it answers only for the caller's own job, and only these numbers. The order it counts
+-- is the claim's: a job's turn is its owner's active jobs plus its place in the owner's queue.
+create function public.get_job_queue(p_job_id uuid, p_default_user_limit integer) returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  job public.training_jobs;
+  gpu text;
+  user_active integer;
+  user_limit integer;
+  gpu_active integer;
+  capacity integer;
+  ahead integer;
+  average_run interval;
+  estimated timestamptz;
+  reason text;
+  message text;
+begin
+  select * into job from public.training_jobs j
+  where j.id = p_job_id and j.user_id = (select auth.uid()) and j.status = 'queued';
+  if job.id is null then
+    return null;
+  end if;
+  gpu := job.gpu_config ->> 'gpu_type';
+
+  select count(*) into user_active from public.training_jobs j
+  where j.user_id = job.user_id and j.status in ('initializing', 'running');
+  select coalesce((select l.max_active_jobs from public.user_job_limits l
+                   where l.user_id = job.user_id), p_default_user_limit)
+  into user_limit;
+  select count(*) into gpu_active from public.training_jobs j
+  where j.gpu_config ->> 'gpu_type' = gpu and j.status in ('initializing', 'running');
+  select p.max_active_jobs into capacity from public.gpu_prices p where p.gpu_type = gpu;
+
+  with active as (
+    select j.user_id, count(*) as n from public.training_jobs j
+    where j.status in ('initializing', 'running') group by j.user_id
+  ),
+  turns as (
+    select q.id, q.created_at, q.gpu_config ->> 'gpu_type' as gpu_type,
+           coalesce(a.n, 0)
+             + row_number() over (partition by q.user_id order by q.created_at) as turn
+    from public.training_jobs q
+    left join active a on a.user_id = q.user_id
+    where q.status = 'queued'
+  )
+  select count(*) filter (where t.gpu_type = gpu and t.id <> job.id
+                            and (t.turn < m.turn or (t.turn = m.turn and t.created_at < job.created_at)))
+  into ahead
+  from turns t
+  cross join (select t2.turn from turns t2 where t2.id = job.id) m;
+
+  if user_active >= user_limit then
+    reason := 'user_limit';
+    message := format('You have %s of %s jobs running.', user_active, user_limit);
+  elsif capacity is not null and gpu_active >= capacity then
+    reason := 'gpu_capacity';
+    message := format('All %s %s slots are busy.', capacity, gpu);
+  else
+    reason := 'in_line';
+    message := case when ahead = 0 then 'Next in line.'
+                    else format('In line: %s %s ahead of yours on %s.', ahead,
+                                case when ahead = 1 then 'job' else 'jobs' end, gpu) end;
+  end if;
+
+  if capacity is not null then
+    select avg(j.run_ended_at - j.run_started_at) into average_run
+    from (select r.run_started_at, r.run_ended_at from public.training_jobs r
+          where r.gpu_config ->> 'gpu_type' = gpu and r.status = 'completed'
+            and r.run_started_at is not null and r.run_ended_at is not null
+          order by r.completed_at desc limit 50) j;
+    if average_run is not null then
+      estimated := date_trunc('minute', now()
+        + average_run * ceil((ahead + 1)::numeric / capacity)::integer + interval '1 minute');
+    end if;
+  end if;
+
+  return jsonb_build_object(
+    'position', ahead + 1,
+    'reason', reason,
+    'message', message,
+    'estimated_start_at', estimated
+  );
+end;
+$$;
+
+revoke execute on function public.get_job_queue(uuid, integer) from public, anon;
+grant execute on function public.get_job_queue(uuid, integer) to authenticated, service_role;

@@ -22,6 +22,7 @@ import pytest
 
 from infra.local import postgres
 from infra.local.processes import start_function
+from infra.local.s3 import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, LocalS3Server
 from tests.api.tokens import JWT_SECRET, JwksServer, SigningKey, user_claims
 from tests.cluster.support import API_KEY as CLUSTER_API_KEY
 from tests.conftest import ClonedDatabase, PgServer, cloned_database
@@ -29,7 +30,7 @@ from tests.factories import make_user
 
 # The processor tests' real stack (cluster simulator, S3 server, processor) for the cancel tests
 # that need the cluster: imported so that pytest offers these fixtures here too.
-from tests.processor.conftest import s3, s3_server, stack  # noqa: F401
+from tests.processor.conftest import s3, stack  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 GET_JOB_SOURCE = REPO / "functions" / "get_job" / "main.py"
@@ -67,9 +68,15 @@ def api_admin(api_db: ClonedDatabase) -> Iterator[psycopg.Connection]:
         yield conn
 
 
-def function_env(database: ClonedDatabase, jwks: JwksServer, cluster_url: str) -> dict[str, str]:
+def function_env(
+    database: ClonedDatabase, jwks: JwksServer, cluster_url: str, s3_url: str
+) -> dict[str, str]:
     """What a deployment of get-job and cancel-job sets, pointed at the test's servers."""
     return {
+        "STORAGE_BACKEND": "s3",
+        "S3_ENDPOINT_URL": s3_url,
+        "S3_ACCESS_KEY_ID": LOCAL_ACCESS_KEY_ID,
+        "S3_SECRET_ACCESS_KEY": LOCAL_SECRET_ACCESS_KEY,
         "DATABASE_URL": database.app,
         "SUPABASE_JWKS_URL": jwks.url,
         "SUPABASE_JWT_SECRET": JWT_SECRET,
@@ -119,8 +126,8 @@ def _headers(token: str | None, extra: dict[str, str] | None) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def api(api_db: ClonedDatabase, jwks: JwksServer) -> Iterator[Api]:
-    env = function_env(api_db, jwks, closed_port_url())
+def api(api_db: ClonedDatabase, jwks: JwksServer, s3_server: LocalS3Server) -> Iterator[Api]:
+    env = function_env(api_db, jwks, closed_port_url(), s3_server.endpoint_url)
     with (
         start_function(GET_JOB_SOURCE, "get_job", env=env) as get_job,
         start_function(CANCEL_JOB_SOURCE, "cancel_job", env=env) as cancel_job,

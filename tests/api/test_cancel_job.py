@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from infra.local.processes import ServerProcess, start_function
+from infra.local.s3 import LocalS3Server
 from shared.models import JobStatus
 from tests.api.conftest import CANCEL_JOB_SOURCE, Api, Caller, function_env
 from tests.api.support import JOB_FIELDS, assert_error
@@ -206,9 +207,11 @@ def test_unreachable_cluster_still_cancels_and_leaves_the_delivery_pending(
 
 
 @pytest.fixture
-def cancel_function(stack: Stack, jwks: JwksServer, test_db: ClonedDatabase) -> Iterator[str]:
+def cancel_function(
+    stack: Stack, jwks: JwksServer, test_db: ClonedDatabase, s3_server: LocalS3Server
+) -> Iterator[str]:
     """cancel-job served against the Stack's database and its cluster simulator."""
-    env = function_env(test_db, jwks, stack.sim.base_url)
+    env = function_env(test_db, jwks, stack.sim.base_url, s3_server.endpoint_url)
     server: ServerProcess
     with start_function(CANCEL_JOB_SOURCE, "cancel_job", env=env) as server:
         yield server.base_url

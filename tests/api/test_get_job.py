@@ -54,7 +54,9 @@ def test_owner_gets_job_with_dataset_metrics_and_costs(
     body = response.json()
     assert body["success"] is True
     data = body["data"]
-    assert set(data) == {"job", "dataset", "metrics", "costs"}
+    assert set(data) == {"job", "dataset", "metrics", "costs", "queue", "adapter"}
+    assert data["queue"] is None  # only a queued job waits in line
+    assert data["adapter"] is None  # its run stored no adapter
     job = data["job"]
     assert set(job) == JOB_FIELDS
     assert not BOOKKEEPING & set(job)

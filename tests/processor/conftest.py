@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from infra.local.s3 import LocalS3Server, create_buckets, demo_dataset_jsonl
+from infra.local.s3 import LocalS3Server, demo_dataset_jsonl
 from shared.cluster import RestTrainingCluster
 from shared.config import ProcessorSettings
 from shared.db import DirectDatabase
@@ -26,13 +26,6 @@ from tests.factories import make_dataset, make_job, make_user
 
 # 200 pairs, batch 8, 3 epochs: 75 steps.
 DEMO_PAIRS = 200
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[LocalS3Server]:
-    with LocalS3Server() as server:
-        create_buckets(server.client())
-        yield server
 
 
 @pytest.fixture(scope="session")

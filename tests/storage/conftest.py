@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from infra.local.s3 import LocalS3Server, create_buckets
 from shared.storage import S3DatasetStorage
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[LocalS3Server]:
-    with LocalS3Server() as server:
-        yield server
 
 
 @pytest.fixture(scope="session")
