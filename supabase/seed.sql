@@ -20,10 +20,10 @@ insert into public.training_jobs (id, user_id, dataset_id, total_epochs, hyperpa
 values
   ('00000000-0000-4000-8000-000000000b01', '00000000-0000-4000-8000-00000000d3e0',
    '00000000-0000-4000-8000-0000000da7a1', 3,
-   '{"learning_rate": 0.0002, "epochs": 3, "batch_size": 8, "lora_rank": 16, "lora_alpha": 32}',
+   '{"learning_rate": 0.0002, "epochs": 3, "batch_size": 8, "lora_r": 16, "lora_alpha": 32}',
    '{"gpu_type": "A100", "gpu_count": 1}'),
   ('00000000-0000-4000-8000-000000000b02', '00000000-0000-4000-8000-00000000d3e0',
    '00000000-0000-4000-8000-0000000da7a2', 2,
-   '{"learning_rate": 0.0001, "epochs": 2, "batch_size": 4, "lora_rank": 8, "lora_alpha": 16}',
+   '{"learning_rate": 0.0001, "epochs": 2, "batch_size": 4, "lora_r": 8, "lora_alpha": 16}',
    '{"gpu_type": "L4", "gpu_count": 2}')
 on conflict (id) do nothing;

@@ -55,8 +55,8 @@ select set_eq(
 select throws_ok(
   $$ insert into public.training_jobs (user_id, dataset_id)
      values ('a11ce000-0000-4000-8000-000000000000', 'da7a0000-0000-4000-8000-0000000a11ce') $$,
-  '42501', 'permission denied for table training_jobs',
-  'owner: cannot create a job'
+  '23514', 'The dataset "alice data" is not ready for training yet.',
+  'owner: cannot create a job on a dataset that is not ready (job creation has its own file)'
 );
 
 select throws_ok(
@@ -190,7 +190,7 @@ select is(
 select throws_ok(
   $$ insert into public.training_jobs (user_id, dataset_id)
      values ('a11ce000-0000-4000-8000-000000000000', 'da7a0000-0000-4000-8000-0000000a11ce') $$,
-  '42501', 'permission denied for table training_jobs',
+  '42501', 'user_id must be your own user id (or left out): a training job is always created for the signed-in user.',
   'another user: cannot create a job for alice'
 );
 
