@@ -17,6 +17,24 @@ once, except 401 and 403: a wrong API key is the deployment's fault, not the job
 itself in a second) and a job is never failed outright because of it. A body that is not the
 contract's JSON raises :class:`~shared.errors.ClusterBadResponse`; it is not retried within the
 call either, since a cluster that answers off-contract tends to keep doing so.
+
+Why aiohttp and not httpx here. A processor cycle polls up to ``PROCESSOR_CONCURRENCY`` runs at
+once, so this client's CPU cost per request bounds the cycle on a small instance. Measured over
+1,000 polls at concurrency 100 on 2 cores (README, ``bench.processor``), httpx 0.28 spent about
+2 ms of CPU per request: its connection pool re-scans every connection and waiter on each
+request and release (quadratic in the pool), and without ``sniffio`` installed httpcore retries
+that import on every lock it sets up. aiohttp, with its C HTTP parser and a pool that hands a
+released connection straight to one waiter, spends a fraction of that. httpx keeps the
+synchronous clients of this project (PostgREST, Supabase Storage), the tests' and benchmarks'
+control calls and the simulator's dataset downloads: one request at a time, where its cost is
+noise.
+
+Connections come from a pool of at most ``max_connections`` (the processor passes its
+concurrency, so every call in flight has one and none wait), opened on first use in the running
+event loop and kept alive for a few seconds between calls. aiohttp itself sends a GET once more
+when the connection drops before any answer (RFC 9112 §9.3.1: usually a keep-alive connection
+the server had just closed); that resend belongs to the attempt. Proxies are not read from the
+environment; lend a configured session for one.
 """
 
 from __future__ import annotations
@@ -25,13 +43,17 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
+from json import loads
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 from urllib.parse import quote
 
-import httpx
+import aiohttp
+from aiohttp.http_exceptions import ContentEncodingError
 from pydantic import BaseModel, ValidationError
 from tenacity import (
     AsyncRetrying,
@@ -52,6 +74,8 @@ _ModelT = TypeVar("_ModelT", bound=BaseModel)
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _CREDENTIAL_STATUSES = frozenset({401, 403})
 _USER_AGENT = "lora-runner"
+# Idle connections are closed after this long, before most servers close them (uvicorn: 5 s).
+_KEEPALIVE_SECONDS = 4.0
 
 
 class _TransientFailure(Exception):
@@ -63,12 +87,29 @@ class _TransientFailure(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """An HTTP answer, read whole: the status line, the headers and the body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def reason(self) -> str:
+        try:
+            return HTTPStatus(self.status).phrase
+        except ValueError:
+            return ""
+
+
 class RestTrainingCluster:
     """A :class:`~shared.cluster.interface.TrainingCluster` reached over the REST contract.
 
-    Pass ``client`` to share a connection pool (it is then left open by :meth:`aclose`), or
-    ``transport`` to route requests through a test transport. ``sleep`` waits between attempts;
-    tests pass one that records the delay instead of sleeping.
+    ``max_connections`` bounds the connection pool. Pass ``session`` to lend an
+    :class:`aiohttp.ClientSession` instead (its own connector then sets the bound, and
+    :meth:`aclose` leaves it open): tests lend one that records or fakes the traffic. ``sleep``
+    waits between attempts; tests pass one that records the delay instead of sleeping.
     """
 
     def __init__(
@@ -82,30 +123,38 @@ class RestTrainingCluster:
         backoff_initial: float = 0.5,
         backoff_max: float = 8.0,
         retry_after_max: float = 10.0,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
+        session: aiohttp.ClientSession | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if not base_url:
             raise ValueError("base_url is required")
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an http(s) URL")
         if not api_key:
             raise ValueError("api_key is required")
         if connect_timeout <= 0 or read_timeout <= 0:
             raise ValueError("timeouts must be positive")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        if client is not None and transport is not None:
-            raise ValueError("pass either client or transport, not both")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         self._base_url = base_url.rstrip("/")
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
             "User-Agent": _USER_AGENT,
         }
-        # Writes carry a small JSON body, so they get the read budget; waiting for a pooled
-        # connection gets it too, so a saturated pool surfaces as a (transient) timeout.
-        self._timeout = httpx.Timeout(
-            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        # `connect` covers waiting for a pooled connection plus opening one (`sock_connect`), so
+        # a saturated pool surfaces as a (transient) timeout after the read budget, as a slow
+        # answer would. `sock_read` bounds each wait for the answer's bytes.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=read_timeout + connect_timeout,
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
         )
         self._max_attempts = max_attempts
         self._retry_after_max = retry_after_max
@@ -113,44 +162,52 @@ class RestTrainingCluster:
             multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial
         )
         self._sleep = sleep
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(transport=transport)
+        self._max_connections = max_connections
+        self._owns_session = session is None
+        self._session = session
+        self._closed = False
 
     async def submit(self, request: SubmitRequest) -> SubmitResult:
         """Start a run, or find the one already started with the same idempotency key."""
-        response = await self._call(
+        answer = await self._call(
             "submit",
             "POST",
             "/training/submit",
-            json=request.model_dump(mode="json"),
+            body=request.model_dump_json().encode(),
             # Gateways in front of a cluster often deduplicate on this header.
-            headers={"Idempotency-Key": request.idempotency_key},
+            headers={
+                "Content-Type": "application/json",
+                "Idempotency-Key": request.idempotency_key,
+            },
         )
-        return _decode(response, SubmitResult, "submit")
+        return _decode(answer, SubmitResult, "submit")
 
     async def status(self, external_job_id: str, since_step: int = 0) -> ClusterJobStatus:
         """Read a run's state, with the metrics recorded after step ``since_step``."""
         if since_step < 0:
             raise ValueError("since_step must not be negative")
-        response = await self._call(
+        answer = await self._call(
             "status",
             "GET",
-            f"/training/status/{quote(external_job_id, safe='')}",
-            params={"since_step": since_step},
+            f"/training/status/{quote(external_job_id, safe='')}?since_step={since_step:d}",
         )
-        return _only_newer(_decode(response, ClusterJobStatus, "status"), since_step)
+        return _only_newer(_decode(answer, ClusterJobStatus, "status"), since_step)
 
     async def cancel(self, external_job_id: str) -> CancelResult:
         """Stop a run; a run that has already ended stays as it is, and the answer says so."""
-        response = await self._call(
+        answer = await self._call(
             "cancel", "POST", f"/training/cancel/{quote(external_job_id, safe='')}"
         )
-        return _decode(response, CancelResult, "cancel")
+        return _decode(answer, CancelResult, "cancel")
 
     async def aclose(self) -> None:
         """Close the connection pool, unless it was lent by the caller."""
-        if self._owns_client:
-            await self._client.aclose()
+        if not self._owns_session:
+            return
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -163,24 +220,49 @@ class RestTrainingCluster:
     ) -> None:
         await self.aclose()
 
+    def _session_now(self) -> aiohttp.ClientSession:
+        """The session, opened on first use: it belongs to the event loop that runs the calls."""
+        if self._session is None:
+            if self._closed:
+                raise RuntimeError("the cluster client is closed")
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections,
+                    limit_per_host=0,
+                    keepalive_timeout=_KEEPALIVE_SECONDS,
+                ),
+                timeout=self._timeout,
+                # The cluster's cookies would only make requests differ; none are kept.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
     async def _call(
         self,
         operation: str,
         method: str,
         path: str,
         *,
-        json: Any = None,
-        params: Mapping[str, int] | None = None,
+        body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
-        request = self._client.build_request(
-            method,
-            self._base_url + path,
-            json=json,
-            params=params,
-            headers={**self._headers, **(headers or {})},
-            timeout=self._timeout,
-        )
+    ) -> _Answer:
+        url = self._base_url + path
+        all_headers = {**self._headers, **headers} if headers else self._headers
+        try:
+            # Most calls succeed at once, and setting up tenacity costs about as much CPU as
+            # aiohttp's whole request: it only steps in after a transient failure.
+            return await self._attempt(operation, method, url, body, all_headers)
+        except _TransientFailure as exc:
+            first_failure: _TransientFailure | None = exc
+
+        async def attempt() -> _Answer:
+            nonlocal first_failure
+            if first_failure is not None:
+                # Tenacity counts, logs and backs off from the first attempt like any other.
+                failure, first_failure = first_failure, None
+                raise failure
+            return await self._attempt(operation, method, url, body, all_headers)
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_attempts),
             wait=self._wait,
@@ -190,7 +272,7 @@ class RestTrainingCluster:
             reraise=True,
         )
         try:
-            response: httpx.Response = await retrying(self._attempt, operation, request)
+            answer: _Answer = await retrying(attempt)
         except _TransientFailure as exc:
             # Only the attempt limit stops the retries, so reaching here means it was reached.
             attempts = self._max_attempts
@@ -198,30 +280,49 @@ class RestTrainingCluster:
                 f"GPU cluster {operation} failed after {attempts} attempt"
                 f"{'' if attempts == 1 else 's'}; last error: {exc.cause}"
             ) from exc
-        return response
+        return answer
 
-    async def _attempt(self, operation: str, request: httpx.Request) -> httpx.Response:
+    async def _attempt(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+    ) -> _Answer:
         try:
-            response = await self._client.send(request)
-        except httpx.TimeoutException as exc:
+            async with self._session_now().request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                answer = _Answer(response.status, response.headers, await response.read())
+        except aiohttp.ClientPayloadError as exc:
+            if isinstance(exc.__cause__, ContentEncodingError):
+                raise ClusterBadResponse(
+                    f"GPU cluster answered {operation} with a body that cannot be decoded: "
+                    f"{exc.__cause__.message}"
+                ) from exc
+            # The connection ended before the whole body arrived.
+            raise _TransientFailure(f"ReadError: {exc}") from exc
+        except TimeoutError as exc:
             raise _TransientFailure(
-                f"{type(exc).__name__} (connect timeout {self._timeout.connect:g} s, "
-                f"read timeout {self._timeout.read:g} s)"
+                f"{_timeout_kind(exc)} (connect timeout {self._connect_timeout:g} s, "
+                f"read timeout {self._read_timeout:g} s)"
             ) from exc
-        except httpx.DecodingError as exc:
-            raise ClusterBadResponse(
-                f"GPU cluster answered {operation} with a body that cannot be decoded: {exc}"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise _TransientFailure(f"{type(exc).__name__}: {exc or 'connection failed'}") from exc
+        except aiohttp.ClientError as exc:
+            raise _TransientFailure(_failure(exc)) from exc
 
-        status = response.status_code
+        status = answer.status
         if status < 300:
-            return response
-        code, message = _error_details(response)
-        described = f"HTTP {status} {response.reason_phrase}" + (f": {message}" if message else "")
+            return answer
+        code, message = _error_details(answer)
+        described = f"HTTP {status} {answer.reason}".rstrip() + (f": {message}" if message else "")
         if status in _TRANSIENT_STATUSES:
-            retry_after = _retry_after(response) if status in (429, 503) else None
+            retry_after = _retry_after(answer) if status in (429, 503) else None
             raise _TransientFailure(described, retry_after)
         if status in _CREDENTIAL_STATUSES:
             raise ClusterUnavailable(
@@ -245,20 +346,41 @@ class RestTrainingCluster:
         return self._backoff(state)
 
 
-def _decode(response: httpx.Response, model: type[_ModelT], operation: str) -> _ModelT:
+def _timeout_kind(exc: TimeoutError) -> str:
+    """Which timeout expired, named as the logs have named it since the first adapter."""
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return "ReadTimeout"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "ConnectTimeout"
+    return "Timeout"
+
+
+def _failure(exc: aiohttp.ClientError) -> str:
+    """What went wrong with the connection, in the words the logs have used since the first
+    adapter: ``ConnectError`` (refused, unresolvable, TLS), ``RemoteProtocolError`` (an answer
+    that is not HTTP), else aiohttp's own name for it."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"ConnectError: {exc}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Raised only for unparsable answers (raise_for_status is off); its status is made up.
+        return f"RemoteProtocolError: {exc.message}"
+    return f"{type(exc).__name__}: {exc or 'connection failed'}"
+
+
+def _decode(answer: _Answer, model: type[_ModelT], operation: str) -> _ModelT:
     try:
-        payload = response.json()
-    except ValueError as exc:
-        raise ClusterBadResponse(
-            f"GPU cluster answered {operation} with a body that is not JSON "
-            f"(HTTP {response.status_code}, {len(response.content)} bytes)"
-        ) from exc
-    try:
-        return model.model_validate(payload)
+        # One pass from bytes to the model, without an intermediate dict.
+        return model.model_validate_json(answer.body)
     except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        if any(error["type"] == "json_invalid" for error in errors):
+            raise ClusterBadResponse(
+                f"GPU cluster answered {operation} with a body that is not JSON "
+                f"(HTTP {answer.status}, {len(answer.body)} bytes)"
+            ) from exc
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
-            for error in exc.errors()[:3]
+            for error in errors[:3]
         )
         raise ClusterBadResponse(
             f"GPU cluster answered {operation} off contract: {problems}"
@@ -277,15 +399,15 @@ def _only_newer(status: ClusterJobStatus, since_step: int) -> ClusterJobStatus:
     return status.model_copy(update={"history": history})
 
 
-def _error_details(response: httpx.Response) -> tuple[str | None, str | None]:
+def _error_details(answer: _Answer) -> tuple[str | None, str | None]:
     """The ``(code, message)`` a cluster put in an error body, as far as it can be read.
 
     The contract's shape is ``{"error": {"code", "message"}}``; ``{"error": "..."}``,
     ``{"message": "..."}`` and ``{"detail": "..."}`` from gateways and frameworks are read too.
     """
     try:
-        body = response.json()
-    except ValueError:
+        body = loads(answer.body)
+    except ValueError:  # not JSON, or not UTF-8
         return None, None
     if not isinstance(body, dict):
         return None, None
@@ -304,9 +426,9 @@ def _error_details(response: httpx.Response) -> tuple[str | None, str | None]:
     )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(answer: _Answer) -> float | None:
     """Seconds to wait according to ``Retry-After`` (delta-seconds or an HTTP date)."""
-    value = response.headers.get("Retry-After", "").strip()
+    value = answer.headers.get("Retry-After", "").strip()
     if not value:
         return None
     try:

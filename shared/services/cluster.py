@@ -21,4 +21,5 @@ def cluster() -> TrainingCluster:
         connect_timeout=settings.gpu_cluster_connect_timeout_seconds,
         read_timeout=settings.gpu_cluster_read_timeout_seconds,
         max_attempts=settings.gpu_cluster_max_attempts,
+        max_connections=settings.processor_concurrency,
     )

@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from types import SimpleNamespace
 
-import httpx
+import aiohttp
 import pytest
 
 from infra.local.processes import listening_socket
@@ -348,20 +349,26 @@ async def test_single_attempt_means_no_retry(sim: SimulatorControl, sleeps: Reco
     assert sleeps.delays == []
 
 
-async def test_lent_client_is_used_and_left_open(
+async def test_lent_session_is_used_and_left_open(
     sim: SimulatorControl, datasets: DatasetServer
 ) -> None:
-    """A caller's httpx client carries the requests and is still open after aclose."""
+    """A caller's aiohttp session carries the requests and is still open after aclose."""
     sent: list[str] = []
 
-    async def record(request: httpx.Request) -> None:
-        sent.append(request.url.path)
+    async def record(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestStartParams,
+    ) -> None:
+        sent.append(params.url.path)
 
-    async with httpx.AsyncClient(event_hooks={"request": [record]}) as lent:
-        cluster = RestTrainingCluster(sim.base_url, API_KEY, client=lent)
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_start.append(record)
+    async with aiohttp.ClientSession(trace_configs=[tracing]) as lent:
+        cluster = RestTrainingCluster(sim.base_url, API_KEY, session=lent)
         submitted = await cluster.submit(training_request(datasets.jsonl(8)))
         await cluster.aclose()
         await cluster.status(submitted.external_job_id)
 
-        assert not lent.is_closed
+        assert not lent.closed
     assert sent == ["/training/submit", f"/training/status/{submitted.external_job_id}"]

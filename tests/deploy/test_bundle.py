@@ -80,16 +80,20 @@ def test_requirements_are_exact_runtime_pins_from_pyproject(name: str, tmp_path:
 @pytest.mark.parametrize(
     ("name", "needs", "never"),
     [
-        ("get_job", {"pyjwt", "psycopg", "postgrest"}, {"boto3", "storage3", "tenacity"}),
-        ("cancel_job", {"pyjwt", "tenacity"}, {"boto3", "storage3"}),
-        ("process_training_jobs", {"boto3", "storage3", "tenacity"}, {"pyjwt"}),
+        (
+            "get_job",
+            {"pyjwt", "psycopg", "postgrest"},
+            {"boto3", "storage3", "tenacity", "aiohttp"},
+        ),
+        ("cancel_job", {"pyjwt", "tenacity", "aiohttp"}, {"boto3", "storage3"}),
+        ("process_training_jobs", {"boto3", "storage3", "tenacity", "aiohttp"}, {"pyjwt"}),
     ],
 )
 def test_each_function_installs_only_what_it_uses(
     name: str, needs: set[str], never: set[str], tmp_path: Path
 ) -> None:
     """A function's bundle carries the dependencies of the wiring it imports and no other's:
-    get-job installs no S3 or retry library, the processor no JWT library."""
+    get-job installs no S3, retry or async HTTP library, the processor no JWT library."""
     names = set(requirement_names(build_bundle(name, tmp_path)))
     assert needs <= names
     assert not never & names
