@@ -1,7 +1,8 @@
 """Talking to the GPU cluster that runs the LoRA trainings.
 
 The processor depends on :class:`TrainingCluster` and the models here only; which backend
-implements it (today the REST contract of DESIGN §6) is a matter of configuration.
+implements it (the REST contract of DESIGN §6, or Ray's Jobs REST API) is a matter of
+configuration (GPU_CLUSTER_BACKEND).
 """
 
 from shared.cluster.interface import TrainingCluster
@@ -16,6 +17,7 @@ from shared.cluster.models import (
     SubmitRequest,
     SubmitResult,
 )
+from shared.cluster.ray import RayJobsCluster
 from shared.cluster.rest import RestTrainingCluster
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "ClusterJobStatus",
     "GpuConfig",
     "MetricsPoint",
+    "RayJobsCluster",
     "RestTrainingCluster",
     "SubmitRequest",
     "SubmitResult",
