@@ -138,6 +138,8 @@ _RAY_TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 # that the whole log is cheaper than guessing again.
 _MAX_TAIL_LINES = 20_000
 _ERROR_MESSAGE_CHARS = 2_000
+# A since_step beyond any run's steps: the caller wants the state, not the history.
+_ALL_SEEN = 2**62
 
 
 def submission_id_for(idempotency_key: str) -> str:
@@ -211,7 +213,6 @@ class RayJobsCluster:
         self._timeout = httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
         )
-        self._read_timeout = read_timeout
         self._max_attempts = max_attempts
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
@@ -527,10 +528,6 @@ class RayJobsCluster:
                 f"Ray rejected {operation}: {text or described}", status_code=status
             )
         raise ClusterBadResponse(f"Ray answered {operation} with {described}")
-
-
-# A since_step beyond any run's steps: the caller wants the state, not the history.
-_ALL_SEEN = 2**62
 
 
 def _already_exists(response: httpx.Response) -> bool:
