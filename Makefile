@@ -11,10 +11,11 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,trainer,ray]'
 	touch $(STAMP)
 
-## install: the Python virtualenv with the pinned dependencies
+## install: the Python virtualenv with the pinned dependencies, the trainer's (torch on the CPU)
+## and a local Ray head's included
 install: $(STAMP)
 
 ## deps: system packages (PostgreSQL, pgTAP, pg_prove, Chromium), installed only when missing
