@@ -1,4 +1,4 @@
-"""Configuration from the environment (DESIGN section 9).
+"""Configuration from the environment (docs/architecture.md, "Configuration and logs").
 
 Each function loads only the settings it needs (`load(DatabaseSettings)`), so get-job does not
 demand the cluster's key. A missing or malformed variable fails at start with a
@@ -84,7 +84,7 @@ def load(settings_class: type[_S]) -> _S:
 
 
 class ClusterSettings(BaseSettings):
-    """The GPU cluster (DESIGN section 6): its REST API and how patiently to talk to it."""
+    """The GPU cluster (openapi/cluster.yaml): its REST API and how patiently to talk to it."""
 
     model_config = _CONFIG
 
@@ -99,7 +99,7 @@ class ClusterSettings(BaseSettings):
     # none is opened in vain. Read here as well as in ProcessorSettings (same default and range)
     # so that cancel-job, which makes one call, needs no processor settings.
     processor_concurrency: int = Field(default=100, ge=1, le=1000)
-    # The API the cluster speaks at GPU_CLUSTER_API_URL: `rest` (DESIGN section 6; the simulator)
+    # The API the cluster speaks at GPU_CLUSTER_API_URL: `rest` (openapi/cluster.yaml; the simulator)
     # or `ray` (Ray's Jobs REST API at the dashboard's URL: shared/cluster/ray.py).
     gpu_cluster_backend: Literal["rest", "ray"] = "rest"
     # Ray only: the command that runs the trainer on the cluster (`--spec <spec>` is appended),
@@ -158,7 +158,7 @@ class UserLimitSettings(BaseSettings):
 
 
 class ProcessorSettings(UserLimitSettings):
-    """One processor cycle: how much it takes on and how long it may run (DESIGN section 7)."""
+    """One processor cycle: how much it takes on and how long it may run (docs/architecture.md, "The processor cycle")."""
 
     model_config = _CONFIG
 
@@ -204,7 +204,7 @@ class ProcessorSettings(UserLimitSettings):
 
 
 class AuthSettings(BaseSettings):
-    """How get-job and cancel-job verify Supabase user JWTs (DESIGN section 8).
+    """How get-job and cancel-job verify Supabase user JWTs (docs/architecture.md, "The HTTP API").
 
     Tokens signed with the project's asymmetric keys (ES256, RS256) are checked against its JWKS,
     at SUPABASE_JWKS_URL or, by default, the one Supabase publishes under SUPABASE_URL; tokens

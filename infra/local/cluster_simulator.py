@@ -1,4 +1,4 @@
-"""A GPU cluster on this machine that speaks the REST contract of DESIGN §6.
+"""A GPU cluster on this machine that speaks the REST contract in openapi/cluster.yaml.
 
 It downloads each dataset through its signed URL, derives the run's steps from it and produces
 realistic loss, learning-rate, throughput and GPU curves at a configurable speed. A control API

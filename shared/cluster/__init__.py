@@ -1,7 +1,7 @@
 """Talking to the GPU cluster that runs the LoRA trainings.
 
 The processor depends on :class:`TrainingCluster` and the models here only; which backend
-implements it (the REST contract of DESIGN §6, or Ray's Jobs REST API) is a matter of
+implements it (the REST contract in openapi/cluster.yaml, or Ray's Jobs REST API) is a matter of
 configuration (GPU_CLUSTER_BACKEND).
 """
 

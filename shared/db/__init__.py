@@ -1,4 +1,4 @@
-"""The database gateway (DESIGN section 4): every operation is a SQL function, called the same way
+"""The database gateway (docs/architecture.md, section 3): every operation is a SQL function, called the same way
 over either transport, under the same roles, so RLS tested locally is RLS in production."""
 
 from shared.db.common import UserContext

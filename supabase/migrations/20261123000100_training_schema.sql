@@ -104,7 +104,7 @@ create table public.training_jobs (
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
 
-  -- The processor's bookkeeping (DESIGN section 7).
+  -- The processor's bookkeeping (docs/architecture.md, "The processor cycle").
   -- Stored before the cluster is called, so a crash between "cluster accepted" and "id stored"
   -- resubmits with the same key and the cluster answers with the same external job.
   idempotency_key uuid,

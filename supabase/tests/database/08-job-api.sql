@@ -1,4 +1,4 @@
--- The job API's SQL operations (DESIGN section 8), per actor: public.get_job_detail (one job with
+-- The job API's SQL operations (docs/architecture.md, "The HTTP API"), per actor: public.get_job_detail (one job with
 -- its dataset, chart-ready metrics and costs; downsampled and sliced by step) and
 -- public.cancel_training_job. Both run as their caller, so RLS decides: another user's job and a
 -- missing one look alike (PT404, same message), anon may not call them at all.
