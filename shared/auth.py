@@ -1,4 +1,5 @@
-"""Verifying the Supabase user JWTs that get-job and cancel-job are called with (docs/architecture.md, "The HTTP API").
+"""Verifying the Supabase user JWTs that get-job and cancel-job are called with
+(docs/architecture.md, "The HTTP API").
 
 A token is accepted only when it is signed by the project: with one of its asymmetric keys
 (ES256 or RS256, looked up by `kid` in the project's JWKS) or with the legacy shared secret

@@ -99,8 +99,8 @@ class ClusterSettings(BaseSettings):
     # none is opened in vain. Read here as well as in ProcessorSettings (same default and range)
     # so that cancel-job, which makes one call, needs no processor settings.
     processor_concurrency: int = Field(default=100, ge=1, le=1000)
-    # The API the cluster speaks at GPU_CLUSTER_API_URL: `rest` (openapi/cluster.yaml; the simulator)
-    # or `ray` (Ray's Jobs REST API at the dashboard's URL: shared/cluster/ray.py).
+    # The API the cluster speaks at GPU_CLUSTER_API_URL: `rest` (openapi/cluster.yaml; the
+    # simulator) or `ray` (Ray's Jobs REST API at the dashboard's URL: shared/cluster/ray.py).
     gpu_cluster_backend: Literal["rest", "ray"] = "rest"
     # Ray only: the command that runs the trainer on the cluster (`--spec <spec>` is appended),
     # and how many lines of a job's log a poll reads first.
@@ -158,7 +158,8 @@ class UserLimitSettings(BaseSettings):
 
 
 class ProcessorSettings(UserLimitSettings):
-    """One processor cycle: how much it takes on and how long it may run (docs/architecture.md, "The processor cycle")."""
+    """One processor cycle: how much it takes on and how long it may run (docs/architecture.md,
+    "The processor cycle")."""
 
     model_config = _CONFIG
 

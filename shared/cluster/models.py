@@ -1,8 +1,9 @@
 """What the processor sends to a GPU cluster and what it gets back, whatever the backend.
 
 These types are the processor's side of every cluster adapter: an adapter translates them to and
-from its own wire format. The REST contract (openapi/cluster.yaml) happens to use the same field names, so
-:class:`~shared.cluster.rest.RestTrainingCluster` validates the cluster's JSON straight into them.
+from its own wire format. The REST contract (openapi/cluster.yaml) happens to use the same
+field names, so :class:`~shared.cluster.rest.RestTrainingCluster` validates the cluster's JSON
+straight into them.
 
 Unknown fields in a cluster's answers are ignored so that a cluster may add fields without
 breaking older runners.
