@@ -1,6 +1,7 @@
 """HTTP plumbing shared by the functions: JSON bodies, the error shape of docs/architecture.md
-("The HTTP API"), the mapping from library errors to status codes, every answer in that shape (the server's and the
-framework's own included), and for the user-facing functions CORS, ETags and request parameters."""
+("The HTTP API"), the mapping from library errors to status codes, every answer in that shape
+(the server's and the framework's own included), and for the user-facing functions CORS, ETags
+and request parameters."""
 
 from __future__ import annotations
 

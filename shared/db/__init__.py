@@ -1,5 +1,6 @@
 """The database gateway (docs/architecture.md, section 3): every operation is a SQL function,
-called the same way over either transport, under the same roles, so RLS tested locally is RLS in production."""
+called the same way over either transport, under the same roles, so RLS tested locally is RLS
+in production."""
 
 from shared.db.common import UserContext
 from shared.db.direct import DirectDatabase
