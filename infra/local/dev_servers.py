@@ -20,6 +20,8 @@ from infra.local.processes import start_function as serve_function
 WEB = REPO / "web"
 FUNCTIONS = REPO / "functions"
 UPLOT = WEB / "node_modules" / "uplot" / "dist" / "uPlot.esm.js"
+# In the order they start.
+FUNCTION_NAMES = ("process-training-jobs", "get-job", "cancel-job")
 
 
 def start_cluster(
@@ -71,7 +73,7 @@ def function_environments(
     jwt_secret: str,
     cron_secret: str,
 ) -> dict[str, dict[str, str]]:
-    """Each function's environment, by the function's name, in the order they start."""
+    """Each function's environment, by the function's name."""
     database = {"DATABASE_URL": database_url}
     cluster = {"GPU_CLUSTER_API_URL": cluster_url, "GPU_CLUSTER_API_KEY": cluster_key}
     web_port = web_url.rsplit(":", 1)[1]

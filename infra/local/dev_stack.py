@@ -12,15 +12,23 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from typing import IO
 
 from infra.local import postgres
 from infra.local.dev_monitor_link import mint_access_token, monitor_url
 from infra.local.dev_scheduler import Scheduler
-from infra.local.dev_servers import function_environments, start_cluster, start_function, start_web
+from infra.local.dev_servers import (
+    FUNCTION_NAMES,
+    function_environments,
+    start_cluster,
+    start_function,
+    start_web,
+)
 from infra.local.dev_settings import DevSettings, check_ports, port_or_free
 from infra.local.dev_stores import (
     DBNAME,
@@ -30,6 +38,10 @@ from infra.local.dev_stores import (
     start_s3,
 )
 from infra.local.processes import ServerProcess
+
+
+class StartInterrupted(Exception):
+    """A stop was asked for while the stack was starting; what was started is left to stop()."""
 
 
 class DevStack:
@@ -62,19 +74,16 @@ class DevStack:
         """A superuser connection to the dev database, for looking at or arranging rows."""
         return self.postgres.conninfo(DBNAME)
 
-    def start(self) -> None:
-        """Start every piece and wait for each; on failure, stop what was started and raise."""
+    def start(self, interrupted: Callable[[], bool] | None = None) -> None:
+        """Start every piece and wait for each; on failure, stop what was started and raise.
+
+        `interrupted` is asked before each piece: once it answers True, :class:`StartInterrupted`
+        is raised and what was started is left to :meth:`stop`.
+        """
         try:
-            # A PostgreSQL left behind by a killed earlier run holds the port: stop it first.
-            self.postgres.stop()
-            check_ports(self.settings)
-            self.logs_dir.mkdir(parents=True, exist_ok=True)
-            self._start_postgres()
-            self._start_s3()
-            self._start_cluster()
-            self._start_web()
-            self._start_functions()
-            self._start_scheduler()
+            self._start_pieces(interrupted or (lambda: False))
+        except StartInterrupted:
+            raise
         except BaseException:
             self.stop()
             raise
@@ -98,6 +107,24 @@ class DevStack:
         """The monitor page on `job_id`, configured through the URL fragment (see web/main.js)."""
         token = token or self.access_token()
         return monitor_url(self.urls, job_id, token=token, poll_seconds=poll_seconds)
+
+    def _start_pieces(self, interrupted: Callable[[], bool]) -> None:
+        # A PostgreSQL left behind by a killed earlier run holds the port: stop it first.
+        self.postgres.stop()
+        check_ports(self.settings)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        pieces: list[Callable[[], None]] = [
+            self._start_postgres,
+            self._start_s3,
+            self._start_cluster,
+            self._start_web,
+            *(functools.partial(self._start_function, name) for name in FUNCTION_NAMES),
+            self._start_scheduler,
+        ]
+        for piece in pieces:
+            if interrupted():
+                raise StartInterrupted
+            piece()
 
     def _ready(self, name: str, where: str, detail: str = "") -> None:
         print(f"  ready  {name:<22} {where}{'  ' + detail if detail else ''}", file=self._out)
@@ -133,7 +160,7 @@ class DevStack:
         self.urls["web"] = start_web(self._stack, self.settings.web_port)
         self._ready("monitor page", self.urls["web"])
 
-    def _start_functions(self) -> None:
+    def _start_function(self, name: str) -> None:
         environments = function_environments(
             database_url=self.postgres.url(DBNAME, postgres.APP_USER),
             s3_url=self.urls["s3"],
@@ -148,13 +175,16 @@ class DevStack:
             "get-job": self.settings.get_job_port,
             "cancel-job": self.settings.cancel_job_port,
         }
-        for name, env in environments.items():
-            server = start_function(
-                self._stack, name, env=env, port=ports[name], log_path=self.logs_dir / f"{name}.log"
-            )
-            self._processes.append(server)
-            self.urls[name] = server.base_url
-            self._ready(name, server.base_url)
+        server = start_function(
+            self._stack,
+            name,
+            env=environments[name],
+            port=ports[name],
+            log_path=self.logs_dir / f"{name}.log",
+        )
+        self._processes.append(server)
+        self.urls[name] = server.base_url
+        self._ready(name, server.base_url)
 
     def _start_scheduler(self) -> None:
         scheduler = Scheduler(
