@@ -34,8 +34,9 @@ export class JobApi {
   }
 
   /**
-   * The job, its dataset, its metrics after `sinceStep` and its costs.
-   * Resolves to `{notModified: true}` when the server answers 304 to `etag`.
+   * The job, its dataset, its metrics after `sinceStep`, its costs, its place in line (`queue`)
+   * and its adapter's download URLs (`adapter`). Resolves to `{notModified: true}` when the
+   * server answers 304 to `etag`; without an `etag` the answer is always a fresh 200.
    */
   async getJob(jobId, { sinceStep = null, etag = null, signal } = {}) {
     const url = new URL(`${this.getJobUrl}/${encodeURIComponent(jobId)}`);

@@ -83,6 +83,30 @@ export function fromNow(value, now = Date.now()) {
   return relative.format(Math.round(seconds / 86400), "day");
 }
 
+const sizes = ["byte", "kilobyte", "megabyte", "gigabyte"].map(
+  (unit) =>
+    new Intl.NumberFormat(undefined, {
+      style: "unit",
+      unit,
+      // "812 bytes" rather than "812 byte"; the larger units read best short.
+      unitDisplay: unit === "byte" ? "long" : "short",
+      maximumFractionDigits: 1,
+    }),
+);
+
+/** A file's size in decimal units, in the reader's locale: "812 bytes", "1.2 kB", "54.3 MB". */
+export function bytes(value) {
+  const number = toNumber(value);
+  if (number === null || Number.isNaN(number)) return DASH;
+  let size = number;
+  let index = 0;
+  while (size >= 1000 && index < sizes.length - 1) {
+    size /= 1000;
+    index += 1;
+  }
+  return sizes[index].format(size);
+}
+
 /** A hyperparameter value as it would be written in a config file. */
 export function setting(value) {
   if (value === null || value === undefined) return DASH;

@@ -6,9 +6,11 @@
 // is ever inserted as HTML.
 //
 // This module composes the others: state.js (what is known), poller.js (get-job), template.js
-// (the markup), cards.js, details.js and metric-charts.js (the figures), alerts.js (outcomes,
+// (the markup), cards.js, details.js and metric-charts.js (the figures), queue.js (a queued
+// job's place in line), adapter-download.js (a completed job's adapter), alerts.js (outcomes,
 // warnings, the lost connection, problems) and cancel-dialog.js.
 
+import { bindAdapterDownload, renderAdapter } from "./adapter-download.js";
 import { renderAlerts, renderConnection, renderProblem } from "./alerts.js";
 import { JobApi } from "./api.js";
 import { bindCancelDialog, renderCancel } from "./cancel-dialog.js";
@@ -16,6 +18,7 @@ import { renderCards, renderHeader, renderProgress, renderTimes } from "./cards.
 import { bindTabs, renderDetails } from "./details.js";
 import { createMetricCharts } from "./metric-charts.js";
 import { Poller } from "./poller.js";
+import { renderQueue } from "./queue.js";
 import { createState } from "./state.js";
 import { createView } from "./template.js";
 
@@ -49,6 +52,7 @@ export function mountMonitor(element, options) {
     renderConnection(view, state, now);
     if (!state.job) return;
     renderTimes(view, state, now);
+    renderQueue(view, state, now);
     renderAlerts(view, state, now);
   };
 
@@ -58,6 +62,7 @@ export function mountMonitor(element, options) {
     if (!state.job) return;
     renderHeader(view, state, header);
     renderCancel(view, state);
+    renderAdapter(view, state);
     renderProgress(view, state);
     renderCards(view, state);
     renderDetails(view, state);
@@ -75,6 +80,7 @@ export function mountMonitor(element, options) {
   });
 
   bindCancelDialog(view, { api, jobId: options.jobId, state, poller, render });
+  const adapterDownload = bindAdapterDownload(view, { api, jobId: options.jobId, state });
   bindTabs(view);
   view.action("retry").addEventListener("click", () => poller.pollNow());
 
@@ -86,6 +92,7 @@ export function mountMonitor(element, options) {
     destroy() {
       poller.stop();
       charts.destroy();
+      adapterDownload.destroy();
       element.replaceChildren();
       element.classList.remove("lrm");
     },

@@ -1,6 +1,7 @@
-// What the monitor knows: the job as get-job last answered it, its metrics series so far, and how
-// the page's own connection to get-job is going. The poller and the cancel dialog change it; the
-// renderers only read it (charts clear `pointsChanged` once drawn).
+// What the monitor knows: the job as get-job last answered it, its metrics series so far, its place
+// in line while queued, its adapter once completed, and how the page's own connection to get-job
+// is going. The poller, the cancel dialog and the adapter download change it; the renderers only
+// read it (charts clear `pointsChanged` once drawn).
 
 import { mergePoints } from "./series.js";
 
@@ -32,6 +33,12 @@ export function createState() {
     retryAt: null,
     connectionError: null,
     cancelling: false,
+    // get-job's `queue` (a queued job's place in line and why it waits) and `adapter` (a completed
+    // job's download URLs, valid 15 minutes from the 200 that carried them; a 304 keeps them).
+    queue: null,
+    adapter: null,
+    // The adapter download under way or last tried: see adapter-download.js.
+    download: null,
   };
 }
 
@@ -46,6 +53,8 @@ export function applyAnswer(state, data) {
   if (isTerminal(state) && ACTIVE.has(data.job.status)) return;
   state.job = data.job;
   state.dataset = data.dataset ?? state.dataset;
+  state.queue = data.queue ?? null;
+  state.adapter = data.adapter ?? null;
   state.points = mergePoints(state.points, data.metrics ?? []);
   state.pointsChanged = true;
 }

@@ -37,6 +37,39 @@ const template = (id) => `
     </section>
 
     <div class="lrm-body" data-field="body">
+      <section class="lrm-card lrm-queue" data-field="queue" aria-labelledby="${id}-queue-title"
+               hidden>
+        <div class="lrm-queue-place">
+          <h2 class="lrm-label" id="${id}-queue-title">Waiting to start</h2>
+          <p class="lrm-queue-position" data-field="queue-position" aria-live="polite"></p>
+        </div>
+        <div class="lrm-queue-why">
+          <p class="lrm-queue-message" data-field="queue-message"></p>
+          <p class="lrm-queue-hint" data-field="queue-hint"></p>
+        </div>
+        <dl class="lrm-facts lrm-queue-facts">
+          <div><dt>Estimated start</dt><dd data-field="queue-start">—</dd></div>
+        </dl>
+      </section>
+
+      <section class="lrm-card lrm-adapter" data-field="adapter"
+               aria-labelledby="${id}-adapter-title" hidden>
+        <div class="lrm-adapter-head">
+          <div>
+            <h2 id="${id}-adapter-title">Trained adapter</h2>
+            <p class="lrm-adapter-note">
+              The LoRA adapter this run produced, as PEFT saves it. Download links are signed
+              afresh on each download and last 15 minutes.
+            </p>
+          </div>
+          <button type="button" class="lrm-button lrm-button-primary" data-action="download-adapter">
+            Download adapter
+          </button>
+        </div>
+        <ul class="lrm-files" data-field="adapter-files"></ul>
+        <p class="lrm-adapter-status" data-field="adapter-status" role="status"></p>
+      </section>
+
       <section class="lrm-card lrm-progress" aria-label="Progress">
         <div class="lrm-progress-head">
           <span class="lrm-label">Progress</span>
