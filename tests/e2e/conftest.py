@@ -23,7 +23,9 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, Request, sync_playwright
 
+from infra.local import s3 as local_s3
 from infra.local.dev import DEMO_USER_ID, DevSettings, DevStack
+from shared.storage import create_s3_client
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -42,6 +44,8 @@ OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 POLL_SECONDS = 1.0
 # A seeded-size run (200 pairs, batch 8, 3 epochs: 75 steps) takes 7.5 s: a few polls to watch.
 STEPS_PER_SECOND = 10.0
+# The hyperparameters of the jobs arranged past the queue (held running, completed).
+HELD_PARAMS = {"epochs": 3, "batch_size": 8, "learning_rate": 2e-4}
 
 
 @contextlib.contextmanager
@@ -161,7 +165,19 @@ class DemoData:
         """A queued job on the demo dataset in `bucket`; the scheduler picks it up at once."""
         params = {"epochs": epochs, "batch_size": batch_size, "learning_rate": 2e-4}
         params.update(hyperparameters)
-        row = self._one(
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            return self._insert_job(conn, bucket, epochs, params, gpu_type, gpu_count)
+
+    def _insert_job(
+        self,
+        conn: psycopg.Connection[Any],
+        bucket: str,
+        epochs: int,
+        params: dict[str, Any],
+        gpu_type: str,
+        gpu_count: int,
+    ) -> str:
+        row = conn.execute(
             "insert into training_jobs"
             " (user_id, dataset_id, total_epochs, hyperparameters, gpu_config)"
             " values (%s, %s, %s, %s, %s) returning id::text",
@@ -172,9 +188,92 @@ class DemoData:
                 json.dumps(params),
                 json.dumps({"gpu_type": gpu_type, "gpu_count": gpu_count}),
             ),
-        )
+        ).fetchone()
+        assert row is not None
         self.job_ids.append(str(row[0]))
         return str(row[0])
+
+    def held_running_job(self, *, gpu_type: str = "A100") -> str:
+        """A running job on a run the processor will not ask about for a day, arranged in one
+        transaction so that the scheduler never sees it queued: it holds one of the demo user's
+        active slots until a test ends it."""
+        with psycopg.connect(self.conninfo) as conn, conn.transaction():
+            job_id = self._insert_job(conn, "lora-datasets", 3, HELD_PARAMS, gpu_type, 1)
+            conn.execute(
+                "update training_jobs set status = 'initializing',"
+                " next_poll_at = now() + interval '1 day' where id = %s",
+                (job_id,),
+            )
+            conn.execute(
+                "update training_jobs set status = 'running', external_job_id = 'held-run-' || id,"
+                " run_started_at = now(), total_steps = 75 where id = %s",
+                (job_id,),
+            )
+        return job_id
+
+    def completed_job(
+        self, *, gpu_type: str = "A100", run: timedelta = timedelta(minutes=20), adapter: bool
+    ) -> str:
+        """A job whose run of `run` completed at the cluster just now, settled, so the processor
+        leaves it alone; arranged in one transaction, as `held_running_job`. With `adapter` its
+        `artifact_location` is where its own run stores the adapter
+        (`storage://lora-artifacts/<user id>/<job id>/adapter/`); see `upload_adapter`."""
+        with psycopg.connect(self.conninfo) as conn, conn.transaction():
+            job_id = self._insert_job(conn, "lora-datasets", 3, HELD_PARAMS, gpu_type, 1)
+            conn.execute(
+                "update training_jobs set status = 'initializing',"
+                " next_poll_at = now() + interval '1 day' where id = %s",
+                (job_id,),
+            )
+            conn.execute(
+                "update training_jobs set status = 'running', external_job_id = 'done-run-' || id,"
+                " started_at = now() - %s::interval, run_started_at = now() - %s::interval,"
+                " total_steps = 75 where id = %s",
+                (run, run, job_id),
+            )
+            location = f"storage://lora-artifacts/{DEMO_USER_ID}/{job_id}/adapter/"
+            conn.execute(
+                "update training_jobs set status = 'completed', run_ended_at = now(),"
+                " run_settled_at = now(), current_step = 75, current_epoch = 3,"
+                " artifact_location = %s where id = %s",
+                (location if adapter else None, job_id),
+            )
+        return job_id
+
+    def cancel_others(self) -> None:
+        """Cancel the demo user's active jobs this test did not arrange (the seed's, still
+        running early on), so that the user's active jobs are counted from zero."""
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute(
+                "update training_jobs set status = 'cancelled' where user_id = %s"
+                " and status in ('queued', 'initializing', 'running') and id <> all(%s::uuid[])",
+                (DEMO_USER_ID, self.job_ids),
+            )
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel one job, as its owner would."""
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute("update training_jobs set status = 'cancelled' where id = %s", (job_id,))
+
+    @contextlib.contextmanager
+    def gpu_capacity(self, gpu_type: str, capacity: int) -> Iterator[None]:
+        """`gpu_prices.max_active_jobs` of `gpu_type` set to `capacity` for a while."""
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            row = conn.execute(
+                "select max_active_jobs from gpu_prices where gpu_type = %s", (gpu_type,)
+            ).fetchone()
+            assert row is not None, gpu_type
+            conn.execute(
+                "update gpu_prices set max_active_jobs = %s where gpu_type = %s",
+                (capacity, gpu_type),
+            )
+            try:
+                yield
+            finally:
+                conn.execute(
+                    "update gpu_prices set max_active_jobs = %s where gpu_type = %s",
+                    (row[0], gpu_type),
+                )
 
     def cancel_unfinished(self) -> None:
         """Cancel this test's jobs still active, so they load no later test."""
@@ -247,6 +346,21 @@ class DemoData:
             row = conn.execute(query, params).fetchone()
         assert row is not None, query
         return row
+
+
+def upload_adapter(stack: DevStack, job_id: str, files: dict[str, bytes]) -> None:
+    """Store `files` in the stack's S3 where the demo user's job `job_id` keeps its adapter,
+    as the trainer's uploads would: `lora-artifacts/<user id>/<job id>/adapter/<name>`."""
+    client: Any = create_s3_client(
+        endpoint_url=stack.urls["s3"],
+        region=local_s3.LOCAL_REGION,
+        access_key_id=local_s3.LOCAL_ACCESS_KEY_ID,
+        secret_access_key=local_s3.LOCAL_SECRET_ACCESS_KEY,
+    )
+    for name, body in files.items():
+        client.put_object(
+            Bucket="lora-artifacts", Key=f"{DEMO_USER_ID}/{job_id}/adapter/{name}", Body=body
+        )
 
 
 @pytest.fixture

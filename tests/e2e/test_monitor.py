@@ -3,14 +3,16 @@ the three functions and the scheduler, as `make dev` runs them."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
-from playwright.sync_api import Route, expect
+from playwright.sync_api import Download, Request, Route, expect
 
 from infra.local.dev import DEMO_USER_ID, DevStack, mint_access_token
-from tests.e2e.conftest import POLL_SECONDS, DemoData, Monitor
+from tests.e2e.conftest import POLL_SECONDS, DemoData, Monitor, upload_adapter
 
 # Long enough for any state the fast simulator reaches in a few polls.
 SOON = 30_000
@@ -27,6 +29,7 @@ def test_job_trains_to_completion_with_charts_and_cards_updating(
 
     expect(monitor.field("title")).to_have_text("Support replies", timeout=SOON)
     expect(monitor.field("status")).to_have_text("Running", timeout=SOON)
+    expect(monitor.field("queue")).to_be_hidden()
     monitor.page.wait_for_function(
         "Number(document.querySelector('[data-chart=loss]').dataset.points) >= 10", timeout=SOON
     )
@@ -54,6 +57,8 @@ def test_job_trains_to_completion_with_charts_and_cards_updating(
     expect(monitor.field("cost")).to_have_text(re.compile(r"^\$\d"))
     expect(monitor.field("alerts")).to_contain_text("Training finished")
     expect(monitor.page.locator('[data-action="cancel"]')).to_be_hidden()
+    # The simulator's run stores no adapter files: nothing to download.
+    expect(monitor.field("adapter")).to_be_hidden()
     assert any("since_step=" in request.url for request in monitor.get_job_requests)
 
 
@@ -255,3 +260,156 @@ def test_the_page_fits_a_phone_screen(monitor: Monitor, demo: DemoData) -> None:
     assert chart is not None
     assert 250 < chart["width"] <= 390
     monitor.screenshot("monitor-phone.png")
+
+
+def test_a_queued_job_shows_its_place_in_line_until_it_is_claimed(
+    monitor: Monitor, demo: DemoData
+) -> None:
+    """A job queued behind its owner's limit shows "#2 in line", why it waits and when it may
+    start; it moves up with the poll after the job ahead of it goes, and the place in line gives
+    way to the run once a slot frees up and the job is claimed."""
+    demo.cancel_others()
+    # T4, which nothing else runs on, gets a capacity and a recent 20-minute run: an estimate.
+    with demo.gpu_capacity("T4", 4):
+        demo.completed_job(gpu_type="T4", run=timedelta(minutes=20), adapter=False)
+        holding = demo.held_running_job()
+        demo.held_running_job()
+        ahead = demo.queue_job(gpu_type="T4")
+        job_id = demo.queue_job(gpu_type="T4")
+        monitor.open(job_id)
+
+        queue = monitor.field("queue")
+        expect(monitor.field("queue-position")).to_have_text("#2 in line", timeout=SOON)
+        expect(queue).to_have_attribute("data-reason", "user_limit")
+        expect(monitor.field("queue-message")).to_have_text("You have 2 of 2 jobs running.")
+        expect(monitor.field("queue-hint")).to_have_text(
+            "It starts when one of your running jobs ends."
+        )
+        # One wave ahead of a 20-minute average run, to the minute: 20 or 21 minutes from now.
+        expect(monitor.field("queue-start")).to_have_text(
+            re.compile(r"^\S.* \(in 2[01] minutes\)$")
+        )
+        expect(monitor.field("status")).to_have_text("Queued")
+        monitor.screenshot("monitor-queued.png")
+
+        demo.cancel(ahead)
+        expect(monitor.field("queue-position")).to_have_text("#1 in line", timeout=SOON)
+        expect(monitor.field("queue-message")).to_have_text("You have 2 of 2 jobs running.")
+
+        demo.cancel(holding)
+        expect(monitor.field("status")).to_have_text(
+            re.compile("^(Initializing|Running|Completed)$"), timeout=SOON
+        )
+        expect(queue).to_be_hidden()
+
+
+def test_a_completed_jobs_adapter_downloads_through_fresh_links(
+    monitor: Monitor, dev_stack: DevStack, demo: DemoData
+) -> None:
+    """A completed job with a stored adapter offers both files; Download adapter asks get-job
+    again without If-None-Match and saves the files through that answer's links, never the ones
+    the page was first given (long expired, say); when get-job or the storage is out of reach it
+    says so, offering the fresh links in the second case."""
+    job_id = demo.completed_job(adapter=True)
+    config = {"peft_type": "LORA", "r": 8, "base_model_name_or_path": "tiny"}
+    files = {
+        "adapter_model.safetensors": bytes(range(256)) * 64,
+        "adapter_config.json": json.dumps(config).encode(),
+    }
+    upload_adapter(dev_stack, job_id, files)
+    storage_gets: list[str] = []
+
+    def watch_storage(request: Request) -> None:
+        if request.method == "GET" and request.url.startswith(dev_stack.urls["s3"]):
+            storage_gets.append(request.url)
+
+    monitor.page.on("request", watch_storage)
+    get_job = f"{dev_stack.urls['get-job']}/**"
+    stale = f"{dev_stack.urls['s3']}/lora-artifacts/stale-links"
+    staled: list[str] = []
+
+    def stale_links(route: Route) -> None:
+        # The first answer's links, as if the page had been open for an hour.
+        response = route.fetch()
+        body = response.json()
+        adapter = (body.get("data") or {}).get("adapter")
+        if adapter:
+            adapter["files"] = {name: f"{stale}/{name}" for name in adapter["files"]}
+            staled.extend(adapter["files"])
+        route.fulfill(response=response, json=body)
+
+    monitor.page.route(get_job, stale_links, times=1)
+    monitor.open(job_id)
+
+    expect(monitor.field("status")).to_have_text("Completed", timeout=SOON)
+    section = monitor.field("adapter")
+    expect(section).to_be_visible()
+    listed = monitor.field("adapter-files").locator("li")
+    expect(listed).to_have_count(2)
+    expect(listed.nth(0)).to_contain_text("adapter_model.safetensors")
+    expect(listed.nth(1)).to_contain_text("adapter_config.json")
+    button = section.get_by_role("button", name="Download adapter")
+    status = monitor.field("adapter-status")
+
+    def unreachable(route: Route) -> None:
+        route.abort("connectionrefused")
+
+    monitor.page.route(get_job, unreachable)
+    button.click()
+    expect(status).to_contain_text("the server could not be reached")
+    expect(status).to_have_attribute("data-kind", "error")
+    expect(button).to_be_enabled()
+    monitor.page.unroute(get_job, unreachable)
+    assert sorted(staled) == ["adapter_config.json", "adapter_model.safetensors"]
+
+    # Storage the page cannot reach (down, or no CORS rule for its origin): the fresh links are
+    # offered to open directly.
+    storage = f"{dev_stack.urls['s3']}/**"
+    monitor.page.route(storage, unreachable)
+    button.click()
+    expect(status).to_contain_text(
+        "adapter_model.safetensors could not be downloaded here: the storage could not be reached"
+    )
+    expect(listed.nth(0)).to_have_attribute("data-state", "failed")
+    fallback = listed.nth(0).get_by_role("link", name="adapter_model.safetensors")
+    expect(fallback).to_have_attribute("target", "_blank")
+    assert (fallback.get_attribute("href") or "").startswith(dev_stack.urls["s3"])
+    monitor.page.unroute(storage, unreachable)
+
+    downloads: list[Download] = []
+
+    def keep(download: Download) -> None:
+        downloads.append(download)
+
+    monitor.page.on("download", keep)
+    asked_before = len(monitor.get_job_requests)
+    got_before = len(storage_gets)
+    button.click()
+    expect(status).to_have_text(
+        re.compile(
+            r"^Downloaded adapter_model\.safetensors \(.+\) and adapter_config\.json \(.+\)\.$"
+        ),
+        timeout=SOON,
+    )
+    expect(status).to_have_attribute("data-kind", "success")
+    expect(listed.nth(0)).to_have_attribute("data-state", "saved")
+    expect(listed.nth(1)).to_have_attribute("data-state", "saved")
+    monitor.screenshot("monitor-adapter.png")
+
+    asked = monitor.get_job_requests[asked_before:]
+    assert len(asked) == 1
+    assert "if-none-match" not in asked[0].all_headers()
+    answer = asked[0].response()
+    assert answer is not None
+    assert answer.status == 200
+    fresh = answer.json()["data"]["adapter"]["files"]
+    assert sorted(storage_gets[got_before:]) == sorted(fresh.values())
+    assert not any(url.startswith(stale) for url in storage_gets)
+    for _ in range(50):
+        if len(downloads) == 2:
+            break
+        monitor.page.wait_for_timeout(100)
+    saved = {
+        download.suggested_filename: Path(download.path()).read_bytes() for download in downloads
+    }
+    assert saved == files
