@@ -19,7 +19,7 @@ from typing import Any
 import functions_framework
 from flask import Request, Response
 
-from shared.errors import ArtifactMissing, StorageError
+from shared.errors import ArtifactMissing, ConfigurationError, StorageError
 from shared.http import (
     bearer_token,
     etag_response,
@@ -87,6 +87,10 @@ def _adapter_download(job: dict[str, Any]) -> dict[str, Any] | None:
     try:
         files = storage().adapter_download_urls(job["user_id"], job["id"])
     except ArtifactMissing:
+        return None
+    except ConfigurationError as exc:
+        # The job itself can still be shown; the log says what to configure.
+        log_event("adapter downloads need storage settings", severity="ERROR", error=exc.message)
         return None
     except StorageError as exc:
         log_event(

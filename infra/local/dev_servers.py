@@ -83,20 +83,24 @@ def function_environments(
         # Both spellings of the page's origin, for whoever types localhost.
         "ALLOWED_ORIGINS": f"{web_url},http://localhost:{web_port}",
     }
-    processor = {
-        **database,
-        **cluster,
+    storage = {
         "STORAGE_BACKEND": "s3",
         "S3_ENDPOINT_URL": s3_url,
         "S3_ACCESS_KEY_ID": local_s3.LOCAL_ACCESS_KEY_ID,
         "S3_SECRET_ACCESS_KEY": local_s3.LOCAL_SECRET_ACCESS_KEY,
+    }
+    processor = {
+        **database,
+        **cluster,
+        **storage,
         "CRON_SECRET": cron_secret,
         # The scheduler's interval is the polling pace: poll every active job on every call.
         "PROCESSOR_POLL_INTERVAL_SECONDS": "0",
     }
     return {
         "process-training-jobs": processor,
-        "get-job": user_facing,
+        # get-job signs the download URLs of completed jobs' adapters.
+        "get-job": {**user_facing, **storage},
         # cancel-job tells the cluster at once; the processor only when that fails.
         "cancel-job": {**user_facing, **cluster},
     }
