@@ -115,7 +115,12 @@ def apply_lora(model: Any, hp: Hyperparameters) -> Any:
         if model_type not in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
             target_modules = "all-linear"
     if hp.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Non-reentrant checkpointing needs no input that requires grad (the base is frozen).
+        options = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # its name since transformers 5.x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
     config = LoraConfig(
         task_type="CAUSAL_LM",
         r=hp.lora_r,

@@ -224,10 +224,12 @@ def loss_sum(model: Any, batch: Batch, device: Any, autocast: Any) -> Any:
     )
     with context:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    shifted = logits[:, :-1, :].float()
+    # Each position predicts the next token: shift the labels (not the logits, which would copy
+    # the largest tensor of the step).
+    targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
     return torch.nn.functional.cross_entropy(
-        shifted.reshape(-1, shifted.shape[-1]),
-        labels[:, 1:].reshape(-1),
+        logits.float().view(-1, logits.shape[-1]),
+        targets.reshape(-1),
         ignore_index=-100,
         reduction="sum",
     )
@@ -497,6 +499,12 @@ class _Loop:
         from trainer.model import quiet_peft
 
         folder = self.work / name
+        folder.mkdir(parents=True, exist_ok=True)
+        card = folder / "README.md"
+        if not card.exists():
+            # peft writes a model card beside the adapter; from its template that takes ~50 ms
+            # (a jinja compile) a save, while updating one already there takes ~1 ms.
+            card.write_text("---\nlibrary_name: peft\n---\n")
         with quiet_peft():
             self.model.save_pretrained(folder, safe_serialization=True)
         return folder
