@@ -1,11 +1,14 @@
 """The hyperparameters a run reads from its spec, with their defaults and bounds.
 
-Every hyperparameter is optional but ``base_model`` (which ``--base-model`` may supply); those
-left out take the defaults below, which follow the cluster simulator's (``epochs`` 3,
-``batch_size`` 8, ``learning_rate`` 2e-4, ``lr_scheduler`` cosine, ``warmup_ratio`` 0.05,
-validation twice an epoch). Names the trainer does not know are ignored with a warning on
-stderr, so a job written for another trainer still runs; a known name with a value of the wrong
-type or out of bounds refuses the spec.
+Every hyperparameter is optional but ``base_model`` (which ``--base-model``, the cluster's
+default model, may supply); those left out take the defaults below, the same as the job schema's
+(``training_job_hyperparameter_rules()`` in the migrations) and the cluster simulator's
+(``epochs`` 3, ``batch_size`` 8, ``learning_rate`` 2e-4, ``lr_scheduler`` cosine, warmup 5 % of
+the steps, validation twice an epoch, a checkpoint every 100 steps). The trainer's bounds are
+wider than the job schema's: it also serves specs that did not come through the database. Names
+the trainer does not know are ignored with a warning on stderr, so a job written for another
+trainer still runs; a known name with a value of the wrong type or out of bounds refuses the
+spec.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from trainer.errors import INVALID_HYPERPARAMETERS, SpecError
 
 DEFAULT_MAX_DATASET_BYTES = 256 * 1024 * 1024
+
+# Settings of a job that are the runner's business, not the trainer's: ignored without a warning.
+RUNNER_SETTINGS = frozenset({"max_cost"})
 
 
 class Hyperparameters(BaseModel):
@@ -102,4 +108,4 @@ def parse_hyperparameters(raw: dict[str, Any]) -> tuple[Hyperparameters, list[st
         error = exc.errors()[0]
         where = f"hyperparameter {error['loc'][0]}" if error["loc"] else "hyperparameters"
         raise SpecError(INVALID_HYPERPARAMETERS, f"{where}: {error['msg']}") from exc
-    return parsed, sorted(set(raw) - known_names())
+    return parsed, sorted(set(raw) - known_names() - RUNNER_SETTINGS)

@@ -73,3 +73,20 @@ def test_accumulation_checkpointing_and_bf16_train_to_completion(
     assert [step.epoch for step in run.steps] == [1, 1, 1, 2, 2, 2]
     assert all(math.isfinite(step.training_loss) for step in run.steps)
     assert run.completion.validation_loss is not None
+
+
+def test_hyperparameters_take_defaults_aliases_and_ignore_unknown_names() -> None:
+    """Left-out settings take the documented defaults, lora_rank and eval_steps are read as
+    lora_r and eval_every_steps, and unknown names are returned to be warned about (max_cost,
+    the runner's, silently)."""
+    hp, ignored = parse_hyperparameters(
+        {"lora_rank": 4, "eval_steps": 9, "max_cost": 10.0, "flash": True}
+    )
+    assert (hp.lora_r, hp.eval_every_steps) == (4, 9)
+    assert ignored == ["flash"]
+    defaults, _ = parse_hyperparameters({})
+    assert (defaults.epochs, defaults.batch_size, defaults.learning_rate) == (3, 8, 2e-4)
+    assert (defaults.lora_r, defaults.lora_alpha, defaults.lora_dropout) == (16, 32, 0.05)
+    assert (defaults.lr_scheduler, defaults.warmup_ratio) == ("cosine", 0.05)
+    assert (defaults.checkpoint_every_steps, defaults.max_seq_length) == (100, 1024)
+    assert defaults.max_dataset_bytes == 256 * 1024 * 1024
