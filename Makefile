@@ -31,9 +31,11 @@ $(WEB_STAMP): web/package-lock.json
 ## web-deps: the monitor page's npm packages, from web/package-lock.json
 web-deps: $(WEB_STAMP)
 
-## dev: the whole system locally, and a URL of the monitor on a demo job (Ctrl-C stops it)
+## dev: the whole system locally, and a URL of the monitor on a demo job (Ctrl-C stops it);
+## CLUSTER=ray runs the real trainer on a local Ray head instead of the simulator
+CLUSTER ?= simulator
 dev: deps install web-deps
-	$(PY) -m infra.local.dev
+	CLUSTER=$(CLUSTER) $(PY) -m infra.local.dev
 
 ## test: every test, against a throwaway PostgreSQL unless DATABASE_URL is given
 test: deps install web-deps

@@ -1,4 +1,5 @@
-"""`make dev`'s servers: the cluster simulator, the three functions and the monitor page.
+"""`make dev`'s servers: the cluster (the simulator, or a local Ray head), the three functions and
+the monitor page.
 
 Each ``start_*`` function registers what stops its server on the caller's exit stack.
 """
@@ -10,12 +11,16 @@ import functools
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.local import s3 as local_s3
 from infra.local.dev_settings import HOST, REPO
 from infra.local.processes import ServerProcess, start_cluster_simulator
 from infra.local.processes import start_function as serve_function
+
+if TYPE_CHECKING:
+    # Imported when used: the simulator mode needs no Ray installed.
+    from infra.local.ray_head import RayHead
 
 WEB = REPO / "web"
 FUNCTIONS = REPO / "functions"
@@ -42,6 +47,27 @@ def start_cluster(
     )
     stack.callback(server.stop)
     return server
+
+
+RAY_TRAINER = "python -m trainer --device cpu"
+
+
+def start_ray_cluster(stack: contextlib.ExitStack, *, token: str, log_path: Path) -> RayHead:
+    """A local Ray head on 127.0.0.1, once its Jobs API answers. It claims the GPU types the
+    demo jobs ask for (an A100, two L4s), so their jobs start; the trainer runs on the CPU."""
+    from infra.local.ray_head import start_ray_head
+
+    log = stack.enter_context(log_path.open("wb"))
+    head = start_ray_head(
+        token=token,
+        num_gpus=4,
+        accelerator_types=("A100", "L4"),
+        # Two cores: more OpenMP threads than cores wait on each other for seconds a step.
+        env={"OMP_NUM_THREADS": "1"},
+        log=log,
+    )
+    stack.callback(head.stop)
+    return head
 
 
 def start_web(stack: contextlib.ExitStack, port: int) -> str:
@@ -72,8 +98,10 @@ def function_environments(
     web_url: str,
     jwt_secret: str,
     cron_secret: str,
+    ray: bool = False,
 ) -> dict[str, dict[str, str]]:
-    """Each function's environment, by the function's name."""
+    """Each function's environment, by the function's name; `ray` points the cluster settings
+    at a local Ray head's Jobs API instead of the simulator."""
     database = {"DATABASE_URL": database_url}
     cluster = {"GPU_CLUSTER_API_URL": cluster_url, "GPU_CLUSTER_API_KEY": cluster_key}
     web_port = web_url.rsplit(":", 1)[1]
@@ -97,6 +125,11 @@ def function_environments(
         # The scheduler's interval is the polling pace: poll every active job on every call.
         "PROCESSOR_POLL_INTERVAL_SECONDS": "0",
     }
+    if ray:
+        # The trainer on the local Ray head runs on the CPU, whatever GPUs the head claims.
+        backend = {"GPU_CLUSTER_BACKEND": "ray", "RAY_TRAINER_ENTRYPOINT": RAY_TRAINER}
+        processor = {**processor, **backend}
+        cluster = {**cluster, **backend}
     return {
         "process-training-jobs": processor,
         # get-job signs the download URLs of completed jobs' adapters.

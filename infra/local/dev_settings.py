@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,9 @@ class DevSettings(BaseSettings):
     steps_per_second: float = Field(default=1.0, gt=0, validation_alias="DEV_STEPS_PER_SECOND")
     init_seconds: float = Field(default=3.0, ge=0, validation_alias="DEV_INIT_SECONDS")
     token_ttl_hours: float = Field(default=12.0, gt=0, validation_alias="DEV_TOKEN_TTL_HOURS")
+    # `simulator` (the default: starts in seconds, simulated curves) or `ray`: a local Ray head
+    # runs the real trainer on a tiny model built here (slower to start; real loss curves).
+    cluster: Literal["simulator", "ray"] = Field(default="simulator", validation_alias="CLUSTER")
     root: Path = Field(
         default=Path(tempfile.gettempdir()) / "lora-runner-dev", validation_alias="DEV_ROOT"
     )

@@ -2,7 +2,8 @@
 
 1. PostgreSQL with the Supabase bootstrap, the migrations and the seed, in a fresh database;
 2. moto's S3 server with both buckets and the demo dataset in each;
-3. the cluster simulator, slow enough to watch a run;
+3. the cluster simulator, slow enough to watch a run, or with CLUSTER=ray a local Ray head that
+   runs the real trainer on a tiny model built here;
 4. the monitor page (``web/``) as static files;
 5. the three functions, served by functions-framework as Cloud Functions would, open to the
    page's origin (CORS);
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import IO
 
+import psycopg
+
 from infra.local import postgres
 from infra.local.dev_monitor_link import mint_access_token, monitor_url
 from infra.local.dev_scheduler import Scheduler
@@ -27,6 +30,7 @@ from infra.local.dev_servers import (
     function_environments,
     start_cluster,
     start_function,
+    start_ray_cluster,
     start_web,
 )
 from infra.local.dev_settings import DevSettings, check_ports, port_or_free
@@ -144,6 +148,9 @@ class DevStack:
         self._ready("S3 (moto)", server.base_url, "(lora-datasets, training-files)")
 
     def _start_cluster(self) -> None:
+        if self.settings.cluster == "ray":
+            self._start_ray()
+            return
         server = start_cluster(
             self._stack,
             api_key=self._cluster_key,
@@ -155,6 +162,26 @@ class DevStack:
         self.urls["cluster"] = server.base_url
         pace = f"({self.settings.steps_per_second:g} steps/s)"
         self._ready("cluster simulator", server.base_url, pace)
+
+    def _start_ray(self) -> None:
+        # The demo jobs train for real: a tiny model built here (no download), loaded through
+        # the same from_pretrained path as a real one.
+        from trainer.tiny_model import build
+
+        model = build(self.settings.root / "tiny-model")
+        with psycopg.connect(self.admin_conninfo, autocommit=True) as conn:
+            conn.execute(
+                # A learning rate a tiny random model visibly learns at, over a minute or so.
+                "update training_jobs set hyperparameters = hyperparameters"
+                " || jsonb_build_object('base_model', %s::text, 'learning_rate', 0.003,"
+                "                       'epochs', 6) where status = 'queued'",
+                (str(model),),
+            )
+        head = start_ray_cluster(
+            self._stack, token=self._cluster_key, log_path=self.logs_dir / "ray.log"
+        )
+        self.urls["cluster"] = head.dashboard_url
+        self._ready("Ray head", head.dashboard_url, f"(real trainer on {model.name})")
 
     def _start_web(self) -> None:
         self.urls["web"] = start_web(self._stack, self.settings.web_port)
@@ -169,6 +196,7 @@ class DevStack:
             web_url=self.urls["web"],
             jwt_secret=self.jwt_secret,
             cron_secret=self._cron_secret,
+            ray=self.settings.cluster == "ray",
         )
         ports = {
             "process-training-jobs": self.settings.processor_port,
