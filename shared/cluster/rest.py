@@ -19,15 +19,16 @@ contract's JSON raises :class:`~shared.errors.ClusterBadResponse`; it is not ret
 call either, since a cluster that answers off-contract tends to keep doing so.
 
 Why aiohttp and not httpx here. A processor cycle polls up to ``PROCESSOR_CONCURRENCY`` runs at
-once, so this client's CPU cost per request bounds the cycle on a small instance. Measured over
-1,000 polls at concurrency 100 on 2 cores (README, ``bench.processor``), httpx 0.28 spent about
-2 ms of CPU per request: its connection pool re-scans every connection and waiter on each
-request and release (quadratic in the pool), and without ``sniffio`` installed httpcore retries
-that import on every lock it sets up. aiohttp, with its C HTTP parser and a pool that hands a
-released connection straight to one waiter, spends a fraction of that. httpx keeps the
-synchronous clients of this project (PostgREST, Supabase Storage), the tests' and benchmarks'
-control calls and the simulator's dataset downloads: one request at a time, where its cost is
-noise.
+once, so this client's CPU per request bounds the cycle on a small instance. Polling 1,000 runs
+at concurrency 100 on 2 cores (README, ``bench.processor``), httpx 0.28 (httpcore 1.0) spent
+1.5-2 ms of CPU per request and aiohttp 3.14 about 0.2 ms. httpcore's pool re-scans every
+connection and queued request on each request and each release (1.4 million idle checks for
+1,000 requests), keeps only 20 of its 100 connections alive (so it opened about one per request)
+and, without ``sniffio`` installed, tries that import again on every lock and event it sets up
+(13 per request). aiohttp parses HTTP in C and hands a released connection to one waiter. httpx
+keeps its place in the synchronous clients (PostgREST, Supabase Storage), in the tests' and
+benchmarks' control calls and in the simulator's downloads: one request at a time, where its
+cost is noise.
 
 Connections come from a pool of at most ``max_connections`` (the processor passes its
 concurrency, so every call in flight has one and none wait), opened on first use in the running
@@ -147,9 +148,9 @@ class RestTrainingCluster:
         }
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        # `connect` covers waiting for a pooled connection plus opening one (`sock_connect`), so
-        # a saturated pool surfaces as a (transient) timeout after the read budget, as a slow
-        # answer would. `sock_read` bounds each wait for the answer's bytes.
+        # `connect` covers waiting for a pooled connection (up to the read budget, as before)
+        # plus opening one (`sock_connect`): a saturated pool surfaces as a transient timeout,
+        # as a slow answer would. `sock_read` bounds each wait for the answer's bytes.
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             connect=read_timeout + connect_timeout,
