@@ -83,8 +83,21 @@ def load(settings_class: type[_S]) -> _S:
         raise ConfigurationError(f"{settings_class.__name__}: " + "; ".join(problems)) from exc
 
 
-class ClusterSettings(BaseSettings):
-    """The GPU cluster (openapi/cluster.yaml): its REST API and how patiently to talk to it."""
+class ConcurrencySettings(BaseSettings):
+    """How many cluster calls the processor has in flight at once: the processor's bound, and the
+    cluster client's connection pool, both read from this one setting."""
+
+    model_config = _CONFIG
+
+    # The processor never has more cluster calls in flight than this, so it also bounds the
+    # connection pool: each call in flight gets a connection, none waits for one and none is
+    # opened in vain.
+    processor_concurrency: int = Field(default=100, ge=1, le=1000)
+
+
+class ClusterSettings(ConcurrencySettings):
+    """The GPU cluster (openapi/cluster.yaml): its REST API and how patiently to talk to it.
+    cancel-job, which makes one call, reads it without any processor settings."""
 
     model_config = _CONFIG
 
@@ -94,11 +107,6 @@ class ClusterSettings(BaseSettings):
     gpu_cluster_read_timeout_seconds: float = Field(default=15.0, gt=0)
     # Attempts within one call; across cycles the processor counts failures per job separately.
     gpu_cluster_max_attempts: int = Field(default=3, ge=1, le=10)
-    # The processor never has more cluster calls in flight than PROCESSOR_CONCURRENCY, so that
-    # bounds the connection pool: each call in flight gets a connection, none waits for one and
-    # none is opened in vain. Read here as well as in ProcessorSettings (same default and range)
-    # so that cancel-job, which makes one call, needs no processor settings.
-    processor_concurrency: int = Field(default=100, ge=1, le=1000)
     # The API the cluster speaks at GPU_CLUSTER_API_URL: `rest` (openapi/cluster.yaml; the
     # simulator) or `ray` (Ray's Jobs REST API at the dashboard's URL: shared/cluster/ray.py).
     gpu_cluster_backend: Literal["rest", "ray"] = "rest"
@@ -157,7 +165,7 @@ class UserLimitSettings(BaseSettings):
     processor_max_active_jobs_per_user: int = Field(default=2, ge=0, le=1000)
 
 
-class ProcessorSettings(UserLimitSettings):
+class ProcessorSettings(UserLimitSettings, ConcurrencySettings):
     """One processor cycle: how much it takes on and how long it may run (docs/architecture.md,
     "The processor cycle")."""
 
@@ -169,7 +177,6 @@ class ProcessorSettings(UserLimitSettings):
     processor_trust_platform_auth: bool = False
     processor_claim_batch_size: int = Field(default=25, ge=1, le=1000)
     processor_poll_batch_size: int = Field(default=1000, ge=1, le=10000)
-    processor_concurrency: int = Field(default=100, ge=1, le=1000)
     processor_time_budget_seconds: float = Field(default=45.0, gt=0)
     processor_max_attempts: int = Field(default=5, ge=1)
     processor_poll_interval_seconds: float = Field(default=10.0, ge=0)
