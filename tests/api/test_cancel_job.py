@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -246,6 +247,30 @@ def test_running_job_is_cancelled_at_the_cluster_too(
     assert job["cancel_delivered_at"] is not None
     assert stack.cycle().cancels_delivered == 0
     assert compute_charges(stack.admin, job_id) == 1
+
+
+def test_a_queued_job_is_cancelled_at_once_without_the_cluster(
+    stack: Stack, cancel_function: str, es256_key: SigningKey
+) -> None:
+    """Cancelling a job still in the queue touches nothing at the cluster, then or later: no
+    request reaches it, nothing is left to deliver, and its slot in the queue is free at once."""
+    user_id = make_user(stack.admin)
+    job_id = stack.queued_job(user_id=user_id)
+    token = es256_key.sign(user_claims(user_id))
+
+    response = httpx.post(
+        f"{cancel_function}/{job_id}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+
+    assert response.status_code == 200, response.text
+    job = stack.job(job_id)
+    assert job["status"] == "cancelled"
+    assert job["cancel_delivered_at"] is not None
+    assert job["idempotency_key"] is None
+    assert Decimal(str(job["final_cost"])) == 0
+    summary = stack.cycle()
+    assert (summary.claimed, summary.cancels_delivered) == (0, 0)
+    assert stack.sim.requests() == {"submit": 0, "status": 0, "cancel": 0}
 
 
 def test_cluster_down_on_cancel_is_delivered_by_a_later_cycle(
