@@ -1,4 +1,5 @@
-// The two HTTP endpoints the monitor talks to: get-job and cancel-job (DESIGN section 8).
+// The two HTTP endpoints the monitor talks to: get-job and cancel-job (openapi/get-job.yaml,
+// openapi/cancel-job.yaml).
 
 /** A refusal or failure of an API call; `status` is 0 when the server could not be reached. */
 export class ApiError extends Error {

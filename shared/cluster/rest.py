@@ -1,4 +1,4 @@
-"""The REST adapter: a GPU cluster that speaks the JSON contract of DESIGN §6 over HTTPS.
+"""The REST adapter: a GPU cluster that speaks the JSON contract of openapi/cluster.yaml over HTTPS.
 
 Every attempt is bounded by explicit connect and read timeouts, and only transient failures are
 retried, with jittered exponential backoff and a bounded number of attempts:
