@@ -14,7 +14,10 @@
     checkpoints and uploads made during training are inside it (the validation set is one
     example and evaluated at the end only, so evaluation is not measured); the bare loop's is
     from before its first step to after its last. Both count the same tokens (padding
-    excluded).
+    excluded). Each side goes first in every other pair of runs, so that a drift of the
+    machine over the runs does not fall on one side. On a shared machine the wall-clock
+    figures vary with the neighbours' load; the CPU-time ratio (this process's CPU, the upload
+    thread's included) is the steadier of the two.
 
 (b) ``--part b``: the Ray adapter's poll cost on the real trainer's log (to be added).
 (c) ``--part c``: the trainer on a GPU (to be added).
@@ -99,7 +102,7 @@ def hyperparameters(args: argparse.Namespace, base_model: Path) -> dict[str, Any
         "warmup_steps": 5,
         "eval_every_steps": 10**9,
         "max_validation_examples": 1,
-        "checkpoint_every_steps": args.checkpoint_every,
+        "checkpoint_every_steps": args.checkpoint_every or None,
         "seed": 11,
     }
 
@@ -148,6 +151,21 @@ def run_trainer(spec: TrainerSpec, device: str, tokens: int) -> Measured:
         steps=len(steps),
         checkpoints=len(checkpoints),
     )
+
+
+def tokens_trained(base_model: Path, data: bytes, hp_raw: dict[str, Any]) -> int:
+    """The tokens (padding excluded) of the batches both sides train on."""
+    from trainer.config import parse_hyperparameters
+    from trainer.data import collate, micro_batches
+    from trainer.model import load_tokenizer, pad_token_id
+    from trainer.train import prepare_data
+
+    hp, _ = parse_hyperparameters(hp_raw)
+    tokenizer = load_tokenizer(str(base_model))
+    prepared = prepare_data(tokenizer, data, hp)
+    batches = micro_batches(prepared.training, hp.batch_size, shuffle_seed=hp.seed + 1)
+    assert hp.max_steps is not None  # noqa: S101  (the bench always caps the steps)
+    return sum(collate(batch, pad_token_id(tokenizer)).tokens for batch in batches[: hp.max_steps])
 
 
 def run_bare(base_model: Path, data: bytes, hp_raw: dict[str, Any], device_name: str) -> Measured:
@@ -261,26 +279,37 @@ def part_a(args: argparse.Namespace) -> int:
         storage = S3DatasetStorage(client)
         hp = hyperparameters(args, base_model)
 
+        checkpoints = (
+            f"checkpoint + upload every {args.checkpoint_every} steps to local S3"
+            if args.checkpoint_every
+            else "no checkpoints"
+        )
         print(
             f"part (a): trainer vs bare transformers + peft loop; tiny Llama hidden "
             f"{args.hidden_size}, {args.layers} layers; {args.steps} steps of "
-            f"{args.batch_size} examples; checkpoint + upload every {args.checkpoint_every} "
-            f"steps to local S3; {args.threads} torch thread(s); device {args.device}; "
-            f"{args.repeat} runs each, alternating",
+            f"{args.batch_size} examples; {checkpoints}; {args.threads} torch thread(s); "
+            f"device {args.device}; {args.repeat} runs each, alternating",
             flush=True,
         )
         trainer_runs: list[Measured] = []
         bare_runs: list[Measured] = []
+        tokens = tokens_trained(base_model, data, hp)
         for attempt in range(args.repeat):
-            bare = run_bare(base_model, data, hp, args.device)
             spec = TrainerSpec(
                 job_id=f"bench-{attempt}",
                 dataset_url=dataset_url,
                 hyperparameters=hp,
                 artifacts=storage.upload_targets(uuid.uuid4(), uuid.uuid4()),
             )
-            ours = run_trainer(spec, args.device, bare.tokens)
-            if not ours.steps == bare.steps == args.steps:
+            # Each side goes first every other time: the machine drifts (caches, clocks,
+            # neighbours), and whichever always ran second would carry the drift.
+            if attempt % 2 == 0:
+                bare = run_bare(base_model, data, hp, args.device)
+                ours = run_trainer(spec, args.device, tokens)
+            else:
+                ours = run_trainer(spec, args.device, tokens)
+                bare = run_bare(base_model, data, hp, args.device)
+            if not ours.steps == bare.steps == args.steps or bare.tokens != tokens:
                 raise RuntimeError(
                     f"the trainer ran {ours.steps} steps, the bare loop {bare.steps}"
                 )
@@ -332,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=sorted(PARTS), default="a")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=50, help="steps between checkpoints (0: none)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
         "--pairs", type=int, help="examples in the dataset (default: twice what the steps take)"
