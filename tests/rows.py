@@ -87,6 +87,7 @@ class TrainingJob(_Row):
     run_ended_at: datetime | None = None
     run_settled_at: datetime | None = None
     lost_contact_since: datetime | None = None
+    status_message: str | None = None
     stalled_since: datetime | None = None
     created_at: datetime
     updated_at: datetime

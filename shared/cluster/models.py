@@ -146,6 +146,11 @@ class ClusterJobStatus(_ClusterModel):
     metrics: MetricsPoint | None = None
     history: list[MetricsPoint] = Field(default_factory=list)
     error: ClusterJobError | None = None
+    status_message: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="what the cluster says about the run's state, e.g. why it is still waiting",
+    )
     artifact_uri: str | None = Field(
         default=None, description="where the trained adapter was stored, once completed"
     )

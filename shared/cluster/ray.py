@@ -253,7 +253,14 @@ class RayJobsCluster:
             "entrypoint_num_gpus": gpu.gpu_count,
             "entrypoint_resources": {f"accelerator_type:{accelerator}": _ACCELERATOR_SHARE},
             "runtime_env": {"env_vars": {"PYTHONUNBUFFERED": "1"}},
-            "metadata": {"job_id": str(request.job_id), "submitted_by": _USER_AGENT},
+            # What the run asked for, so a waiting run can say what it waits for: Ray's job
+            # record does not carry the entrypoint's resources.
+            "metadata": {
+                "job_id": str(request.job_id),
+                "submitted_by": _USER_AGENT,
+                "gpu_type": gpu.gpu_type,
+                "gpu_count": str(gpu.gpu_count),
+            },
         }
         response = await self._call(
             "submit", "POST", "/api/jobs/", json=body, accept=_already_exists
@@ -281,11 +288,12 @@ class RayJobsCluster:
         marker = None
         if ray_status == "PENDING" or (ray_status == "FAILED" and not info.get("driver_node_id")):
             marker = await self._cancel_marker(external_job_id)
+        report = _report(external_job_id, info, events, since_step, marker)
         if ray_status == "PENDING" and marker is None:
-            # Waiting for a GPU type the cluster lacks looks the same; the contract has no field
-            # for the reason yet, so it goes to the log.
-            log.info("Ray job %s is pending: %s", external_job_id, info.get("message"))
-        return _report(external_job_id, info, events, since_step, marker)
+            # Waiting for a GPU type the cluster lacks, or for busy GPUs, looks the same to Ray:
+            # say what the run waits for.
+            report = report.model_copy(update={"status_message": _waiting_reason(info)})
+        return report
 
     async def cancel(self, external_job_id: str) -> CancelResult:
         """Stop a run; a run that has already ended stays as it is, and the answer says so."""
@@ -628,6 +636,18 @@ def _lines_back_to(events: Sequence[TrainingEvent], line_count: int, since_step:
     lines_per_step = line_count / (steps[-1] - steps[0] + 1)
     missing = steps[0] - since_step
     return int((line_count + missing * lines_per_step) * 1.25) + 50
+
+
+def _waiting_reason(info: Mapping[str, Any]) -> str:
+    """Why a pending job waits, from what it asked for (recorded in its metadata)."""
+    metadata = info.get("metadata") or {}
+    gpu_type, gpu_count = metadata.get("gpu_type"), metadata.get("gpu_count")
+    wanted = f"{gpu_count} {gpu_type}" if gpu_type and gpu_count else "its GPUs"
+    reason = f"Waiting for {wanted} at the cluster: none is free, or the cluster has none."
+    said = info.get("message")
+    if isinstance(said, str) and said.strip():
+        reason += f" Ray says: {said.strip()}"
+    return reason[:1000]
 
 
 def _report(

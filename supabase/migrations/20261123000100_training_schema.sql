@@ -99,6 +99,9 @@ create table public.training_jobs (
   -- then an ended job is still polled, for its last points, its run times and the truth about
   -- how its run ended (a cancel can arrive after the run completed).
   run_settled_at timestamptz,
+  -- What the cluster says about the run while it is active, for the owner: e.g. why it still
+  -- waits (no free GPU of its type). Replaced by every good poll.
+  status_message text check (length(status_message) <= 1000),
   -- Set when the stalled rule fires (no new step for far longer than usual), cleared on progress.
   stalled_since timestamptz,
   created_at timestamptz not null default now(),

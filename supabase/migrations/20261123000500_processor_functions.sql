@@ -289,6 +289,7 @@ begin
       current_step = coalesce(p.current_step, j.current_step),
       total_steps = coalesce(p.total_steps, j.total_steps),
       current_metrics = coalesce(p.metrics, j.current_metrics),
+      status_message = left(p.status_message, 1000),
       last_progress_at = case
         when coalesce(p.current_step, 0) > j.current_step or j.last_progress_at is null then now()
         else j.last_progress_at
@@ -401,6 +402,7 @@ begin
         artifact_location = coalesce(p.artifact_uri, j.artifact_location),
         run_ended_at = coalesce(j.run_ended_at, now()),
         run_settled_at = now(),
+        status_message = null,
         -- Ended at the cluster: there is nothing left to tell it.
         cancel_delivered_at = case when j.cancel_requested_at is not null
                                    then coalesce(j.cancel_delivered_at, now())
@@ -701,7 +703,8 @@ begin
   select * from jsonb_to_recordset(p_results) as r(
     job_id uuid, outcome text, message text, status text, progress numeric, current_epoch integer,
     total_epochs integer, current_step integer, total_steps integer, started_at timestamptz,
-    ended_at timestamptz, metrics jsonb, history jsonb, error jsonb, artifact_uri text);
+    ended_at timestamptz, metrics jsonb, history jsonb, error jsonb, artifact_uri text,
+    status_message text);
   analyze pg_temp.processor_poll_input;
 
   -- Only the jobs whose lease this cycle still holds; locked until the transaction ends, so a
@@ -709,7 +712,8 @@ begin
   create temp table processor_polls on commit drop as
   select r.job_id, r.outcome, r.message, r.status as cluster_status, r.progress, r.current_epoch,
          r.total_epochs, r.current_step, r.total_steps, r.started_at, r.ended_at, r.metrics,
-         r.history, r.error, r.artifact_uri, j.status as old_status, j.current_step as old_step,
+         r.history, r.error, r.artifact_uri, r.status_message, j.status as old_status,
+         j.current_step as old_step,
          public.job_status_is_terminal(j.status) as settling
   from pg_temp.processor_poll_input r
   join public.training_jobs j on j.id = r.job_id

@@ -29,7 +29,7 @@ grant select (
   estimated_total_cost, current_cost, final_cost,
   external_job_id, error_message, artifact_location,
   estimated_completion_at, started_at, completed_at, run_started_at, run_ended_at,
-  last_progress_at, stalled_since, lost_contact_since, cancel_requested_at,
+  last_progress_at, stalled_since, lost_contact_since, status_message, cancel_requested_at,
   created_at, updated_at
 ) on public.training_jobs to authenticated;
 
@@ -54,8 +54,8 @@ begin
          j.estimated_total_cost, j.current_cost, j.final_cost,
          j.external_job_id, j.error_message, j.artifact_location,
          j.estimated_completion_at, j.started_at, j.completed_at, j.run_started_at, j.run_ended_at,
-         j.last_progress_at, j.stalled_since, j.lost_contact_since, j.cancel_requested_at,
-         j.created_at, j.updated_at
+         j.last_progress_at, j.stalled_since, j.lost_contact_since, j.status_message,
+         j.cancel_requested_at, j.created_at, j.updated_at
   into job.id, job.user_id, job.dataset_id, job.status,
        job.progress, job.current_epoch, job.total_epochs, job.current_step, job.total_steps,
        job.current_metrics, job.hyperparameters, job.gpu_config,
@@ -63,8 +63,8 @@ begin
        job.external_job_id, job.error_message, job.artifact_location,
        job.estimated_completion_at, job.started_at, job.completed_at, job.run_started_at,
        job.run_ended_at,
-       job.last_progress_at, job.stalled_since, job.lost_contact_since, job.cancel_requested_at,
-       job.created_at, job.updated_at
+       job.last_progress_at, job.stalled_since, job.lost_contact_since, job.status_message,
+       job.cancel_requested_at, job.created_at, job.updated_at
   from public.training_jobs j
   where j.id = p_job_id;
   return job;

@@ -46,6 +46,7 @@ as $$
     'last_progress_at', job.last_progress_at,
     'stalled_since', job.stalled_since,
     'lost_contact_since', job.lost_contact_since,
+    'status_message', job.status_message,
     'cancel_requested_at', job.cancel_requested_at,
     'created_at', job.created_at,
     'updated_at', job.updated_at

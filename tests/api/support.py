@@ -45,6 +45,7 @@ JOB_FIELDS = {
     "last_progress_at",
     "stalled_since",
     "lost_contact_since",
+    "status_message",
     "cancel_requested_at",
     "created_at",
     "updated_at",

@@ -301,3 +301,23 @@ def test_a_cancel_that_reaches_a_finished_run_ends_truthfully(stack: Stack) -> N
         )
     }
     assert {"training_cancelled", "training_run_completed"} <= types
+
+
+def test_what_the_cluster_says_about_a_waiting_run_is_shown_until_it_ends(stack: Stack) -> None:
+    """A poll's status message (why the run waits) is kept on the job, replaced by the next
+    poll, and cleared when the job ends."""
+    job_id = stack.queued_job()
+    stack.cycle()
+    owner = uuid.uuid4()
+    [claimed] = stack.claim_polls(owner)
+    waiting = "Waiting for 1 H100 at the cluster: none is free, or the cluster has none."
+    report = {"job_id": claimed["job_id"], "outcome": "ok", "status": "queued", "progress": 0}
+    stack.record_polls(owner, [{**report, "status_message": waiting}])
+    assert stack.job(job_id)["status_message"] == waiting
+    [claimed] = stack.claim_polls(owner)
+    stack.record_polls(
+        owner, [{**report, "status": "failed", "error": {"code": "x", "message": "y"}}]
+    )
+    job = stack.job(job_id)
+    assert job["status"] == "failed"
+    assert job["status_message"] is None

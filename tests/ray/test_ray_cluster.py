@@ -274,17 +274,20 @@ async def test_cancel_after_completion_answers_completed(cluster: RayJobsCluster
 async def test_cancel_while_waiting_for_resources_ends_it(
     cluster: RayJobsCluster, ray_rest: httpx.AsyncClient
 ) -> None:
-    """A run waiting for a GPU type the cluster lacks is queued; cancelling it reports cancelled
-    from then on, and Ray ends the job without ever running it."""
+    """A run waiting for a GPU type the cluster lacks is queued and says what it waits for;
+    cancelling it reports cancelled from then on, and Ray ends the job without ever running it."""
     submitted = await cluster.submit(run_request(gpu_type="H100", steps=2))
     job = submitted.external_job_id
     await asyncio.sleep(1.0)
     waiting = await cluster.status(job)
     assert waiting.status is ClusterJobState.QUEUED
+    assert waiting.status_message is not None
+    assert waiting.status_message.startswith("Waiting for 1 H100 at the cluster")
     answer = await cluster.cancel(job)
     assert answer.status is ClusterJobState.CANCELLED
     cancelled = await cluster.status(job)
     assert cancelled.status is ClusterJobState.CANCELLED
+    assert cancelled.status_message is None
     assert cancelled.ended_at is not None
     assert cancelled.started_at is None
     assert (await cluster.cancel(job)).status is ClusterJobState.CANCELLED

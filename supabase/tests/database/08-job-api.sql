@@ -72,7 +72,8 @@ select set_eq(
         'estimated_total_cost', 'current_cost', 'final_cost', 'external_job_id', 'error_message',
         'artifact_location', 'estimated_completion_at', 'started_at', 'completed_at',
         'run_started_at', 'run_ended_at', 'last_progress_at', 'stalled_since',
-        'lost_contact_since', 'cancel_requested_at', 'created_at', 'updated_at'],
+        'lost_contact_since', 'status_message', 'cancel_requested_at', 'created_at',
+        'updated_at'],
   'owner: the job object has exactly the API''s columns'
 );
 

@@ -40,6 +40,7 @@ update public.training_jobs
       estimated_completion_at = now() + interval '1 hour',
       run_started_at = now() - interval '59 minutes', run_ended_at = now(),
       last_progress_at = now(), stalled_since = now(), lost_contact_since = now(),
+      status_message = 'Waiting for 1 A100 at the cluster.',
       cancel_requested_at = now()
   where id = '10b00000-0000-4000-8000-00000000c001';
 
@@ -55,7 +56,8 @@ select set_eq(
         'estimated_total_cost', 'current_cost', 'final_cost', 'external_job_id', 'error_message',
         'artifact_location', 'estimated_completion_at', 'started_at', 'completed_at',
         'run_started_at', 'run_ended_at', 'last_progress_at', 'stalled_since',
-        'lost_contact_since', 'cancel_requested_at', 'created_at', 'updated_at'],
+        'lost_contact_since', 'status_message', 'cancel_requested_at', 'created_at',
+        'updated_at'],
   'authenticated may read exactly the user-facing columns of training_jobs'
 );
 
