@@ -21,7 +21,7 @@ import signal
 import socket
 import sys
 import threading
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Final
 
 from botocore.exceptions import ClientError
@@ -178,13 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    stopping = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    # Taken by sigwait below, never by a handler: a handler that sets an Event the main thread
+    # waits on can deadlock on the Event's lock. Blocked before the server's threads start, so
+    # they inherit the mask and the main thread alone receives them.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
 
     with LocalS3Server(args.port) as server:
         # The first line is the contract with whoever started us: it carries the endpoint.
@@ -192,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.seed:
             for bucket, path in seed_demo_datasets(server.client()).items():
                 print(f"seeded s3://{bucket}/{path}", flush=True)
-        stopping.wait()
+        signal.sigwait(stop_signals)
     return 0
 
 
