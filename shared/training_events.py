@@ -43,6 +43,10 @@ class ArtifactTargets(_Strict):
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 """The files of a saved PEFT adapter the trainer uploads, under ``adapter/`` and
 ``checkpoint/``."""
+ADAPTER_DIR = "adapter/"
+"""Where the final adapter goes, under a run's artifact location."""
+CHECKPOINT_DIR = "checkpoint/"
+"""Where the latest checkpoint goes, under a run's artifact location."""
 
 
 class TrainerSpec(_Strict):
@@ -112,7 +116,8 @@ class CompletedEvent(_Event):
 class FailedEvent(_Event):
     """The run stopped on an error. ``code`` is one of a few stable words (``dataset_invalid``,
     ``dataset_unavailable``, ``model_unavailable``, ``non_finite_loss``, ``upload_failed``,
-    ``invalid_hyperparameters``, ``internal``); ``message`` says it for a person."""
+    ``invalid_hyperparameters``, ``invalid_spec``, ``internal``); ``message`` says it for a
+    person."""
 
     type: Literal["failed"] = "failed"
     code: str = Field(min_length=1)

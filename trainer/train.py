@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from shared.training_events import (
+    ADAPTER_DIR,
+    CHECKPOINT_DIR,
     CancelledEvent,
     CheckpointEvent,
     CompletedEvent,
@@ -63,7 +65,7 @@ from trainer.errors import (
     TrainerError,
 )
 from trainer.report import Reporter, now, warn
-from trainer.upload import ADAPTER_DIR, CHECKPOINT_DIR, BackgroundUploads, Uploader, UploadPolicy
+from trainer.upload import BackgroundUploads, Uploader, UploadPolicy
 
 
 @dataclass(frozen=True)

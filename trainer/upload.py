@@ -20,10 +20,6 @@ import httpx
 from shared.training_events import ADAPTER_FILES, ArtifactTargets
 from trainer.errors import UPLOAD_FAILED, TrainerError
 
-# The folders of a run's artifact location (as shared/storage/artifacts.py lays them out).
-ADAPTER_DIR: Final = "adapter/"
-CHECKPOINT_DIR: Final = "checkpoint/"
-
 _TIMEOUT: Final = httpx.Timeout(connect=10.0, read=120.0, write=300.0, pool=10.0)
 _RETRIED_STATUSES: Final = frozenset({408, 429})
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Final, Protocol
 from uuid import UUID
 
-from shared.training_events import ADAPTER_FILES, ArtifactTargets
+from shared.training_events import ADAPTER_DIR, ADAPTER_FILES, CHECKPOINT_DIR, ArtifactTargets
 
 ARTIFACTS_BUCKET: Final = "lora-artifacts"
 
@@ -21,9 +21,6 @@ ARTIFACTS_BUCKET: Final = "lora-artifacts"
 UPLOAD_URL_TTL_SECONDS: Final = 7 * 24 * 60 * 60
 # Long enough to start a download from the monitor page, short enough not to be shared around.
 DOWNLOAD_URL_TTL_SECONDS: Final = 15 * 60
-
-ADAPTER_DIR: Final = "adapter/"
-CHECKPOINT_DIR: Final = "checkpoint/"
 
 
 def artifact_prefix(user_id: UUID | str, job_id: UUID | str) -> str:

@@ -16,7 +16,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import ArtifactMissing, DatasetFileMissing, StorageError
 from shared.storage.artifacts import (
-    ADAPTER_DIR,
     ARTIFACTS_BUCKET,
     DOWNLOAD_URL_TTL_SECONDS,
     UPLOAD_URL_TTL_SECONDS,
@@ -24,7 +23,7 @@ from shared.storage.artifacts import (
     upload_keys,
 )
 from shared.storage.base import SIGNED_URL_TTL_SECONDS, resolve_bucket, validate_path
-from shared.training_events import ADAPTER_FILES, ArtifactTargets
+from shared.training_events import ADAPTER_DIR, ADAPTER_FILES, ArtifactTargets
 
 # SigV4 presigned URLs cannot outlive a week; S3 refuses longer ones when they are used.
 MAX_EXPIRES_IN: Final = 7 * 24 * 60 * 60

@@ -20,14 +20,13 @@ from storage3.utils import StorageException
 
 from shared.errors import ArtifactMissing, DatasetFileMissing, StorageError
 from shared.storage.artifacts import (
-    ADAPTER_DIR,
     ARTIFACTS_BUCKET,
     DOWNLOAD_URL_TTL_SECONDS,
     artifact_location,
     upload_keys,
 )
 from shared.storage.base import SIGNED_URL_TTL_SECONDS, resolve_bucket, validate_path
-from shared.training_events import ArtifactTargets
+from shared.training_events import ADAPTER_DIR, ArtifactTargets
 
 DEFAULT_TIMEOUT: Final = httpx.Timeout(20.0, connect=5.0)
 
