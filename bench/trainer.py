@@ -19,8 +19,10 @@
     figures vary with the neighbours' load; the CPU-time ratio (this process's CPU, the upload
     thread's included) is the steadier of the two.
 
-(b) ``--part b``: the Ray adapter's poll cost on the real trainer's log (to be added).
-(c) ``--part c``: the trainer on a GPU (to be added).
+(b) ``--part b``: the Ray adapter's cost per poll of a caught-up job with 1,000 and 10,000
+    logged steps, on a local Ray head (``bench/ray_poll.py``).
+(c) ``--part c``: on a GPU, the trainer's tokens/s and the GPU utilization it reports (NVML) for
+    a model of about 100M parameters with LoRA; where there is no GPU it says so.
 
     .venv/bin/python -m bench.trainer [--part a] [--steps 200] [--repeat 5]
         [--checkpoint-every 50] [--hidden-size 64] [--layers 2] [--threads 1]
@@ -336,19 +338,98 @@ def part_a(args: argparse.Namespace) -> int:
     return 0 if wall >= GOAL_RATIO else 1
 
 
-# --- parts (b) and (c): to be added ---------------------------------------------------------------
+# --- part (b): the Ray adapter's poll cost ---------------------------------------------------
 
 
 def part_b(args: argparse.Namespace) -> int:
-    """The Ray adapter's poll cost on the real trainer's log: not written yet."""
-    print("part (b), the Ray adapter's poll cost on the trainer's log, is not written yet")
-    return 2
+    """The Ray adapter's cost per poll of a caught-up job with 1,000 and 10,000 logged steps:
+    bench/ray_poll.py, on a local Ray head whose jobs print the trainer's event lines."""
+    from bench import ray_poll
+
+    return ray_poll.main([])
+
+
+# --- part (c): the trainer on a GPU -------------------------------------------------------------
+
+# About 100 million parameters: a 12-layer Llama of width 768 (GPT-2 small's shape).
+GPU_MODEL = {"hidden_size": 768, "layers": 12, "heads": 12}
 
 
 def part_c(args: argparse.Namespace) -> int:
-    """The trainer on a GPU: not written yet."""
-    print("part (c), the trainer on a GPU, is not written yet")
-    return 2
+    """Tokens/s and the GPU utilization the trainer reports (NVML) for a model of about 100M
+    parameters with LoRA, on the first GPU; says so and measures nothing where there is none."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("part (c): no GPU on this machine: nothing measured (run it where one is lent)")
+        return 0
+    from transformers import AutoModelForCausalLM
+
+    from trainer.tiny_model import build
+
+    data = demo_dataset_jsonl(args.pairs)
+    with tempfile.TemporaryDirectory(prefix="bench-trainer-gpu-") as tmp:
+        base_model = build(Path(tmp) / "model", max_positions=512, **GPU_MODEL)
+        parameters = sum(
+            p.numel() for p in AutoModelForCausalLM.from_pretrained(base_model).parameters()
+        )
+        (Path(tmp) / "data.jsonl").write_bytes(data)
+        hp = {**hyperparameters(args, base_model), "checkpoint_every_steps": None}
+        with _serve_folder(Path(tmp)) as url:
+            spec = TrainerSpec(
+                job_id="bench-gpu", dataset_url=f"{url}/data.jsonl", hyperparameters=hp
+            )
+            events = _gpu_events(spec)
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    # The first steps compile kernels and warm caches: the steady state is what a job sees.
+    steady = steps[len(steps) // 5 :]
+    utilization = [e.gpu_utilization for e in steady if e.gpu_utilization is not None]
+    print(
+        f"part (c): {torch.cuda.get_device_name(0)}; a {parameters / 1e6:.0f}M-parameter Llama "
+        f"with LoRA; {len(steps)} steps of {args.batch_size} examples"
+    )
+    print(
+        f"  tokens/s, median of the steady steps: "
+        f"{statistics.median(e.tokens_per_second for e in steady):.0f}"
+    )
+    if utilization:
+        print(f"  GPU utilization (NVML), median: {statistics.median(utilization):.0f} %")
+    else:
+        print("  GPU utilization: NVML gave no figures")
+    return 0
+
+
+@contextmanager
+def _serve_folder(folder: Path) -> Iterator[str]:
+    """The folder over HTTP on 127.0.0.1, as the trainer downloads datasets."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _gpu_events(spec: TrainerSpec) -> list[Any]:
+    from trainer.report import Reporter
+    from trainer.train import RunOptions, run
+
+    events: list[Any] = []
+
+    class Collecting(Reporter):
+        def emit(self, event: BaseModel) -> None:
+            events.append(event)
+
+    code = run(spec, RunOptions(device="cuda"), Collecting(io.StringIO()), threading.Event())
+    if code != 0:
+        raise RuntimeError(f"the trainer exited {code}: {events[-1] if events else None}")
+    return events
 
 
 PARTS: dict[str, Callable[[argparse.Namespace], int]] = {"a": part_a, "b": part_b, "c": part_c}
