@@ -77,12 +77,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import math
 import random
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from hashlib import sha256
 from types import TracebackType
 from typing import Any, Self
@@ -100,6 +98,7 @@ from shared.cluster.models import (
     SubmitRequest,
     SubmitResult,
 )
+from shared.cluster.retry_after import retry_after_seconds
 from shared.errors import ClusterBadResponse, ClusterError, ClusterRejected, ClusterUnavailable
 from shared.training_events import (
     EVENT_PREFIX,
@@ -526,7 +525,7 @@ class RayJobsCluster:
         text = _short(response.text)
         described = f"HTTP {status} {response.reason_phrase}" + (f": {text}" if text else "")
         if status in _TRANSIENT_STATUSES:
-            raise _TransientFailure(described, _retry_after(response))
+            raise _TransientFailure(described, retry_after_seconds(response.headers))
         if status in _CREDENTIAL_STATUSES:
             raise ClusterUnavailable(
                 f"Ray refused the credentials ({described}); check GPU_CLUSTER_API_KEY"
@@ -568,25 +567,6 @@ def _short(text: str, limit: int = 300) -> str:
     """The end of an error body, where Ray's tracebacks say what went wrong."""
     text = text.strip()
     return text if len(text) <= limit else "..." + text[-limit:]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 # --- events --------------------------------------------------------------------------------------

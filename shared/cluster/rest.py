@@ -42,11 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from json import loads
 from types import TracebackType
@@ -65,6 +62,7 @@ from tenacity import (
 )
 
 from shared.cluster.models import CancelResult, ClusterJobStatus, SubmitRequest, SubmitResult
+from shared.cluster.retry_after import retry_after_seconds
 from shared.errors import ClusterBadResponse, ClusterRejected, ClusterUnavailable
 
 log = logging.getLogger(__name__)
@@ -323,7 +321,7 @@ class RestTrainingCluster:
         code, message = _error_details(answer)
         described = f"HTTP {status} {answer.reason}".rstrip() + (f": {message}" if message else "")
         if status in _TRANSIENT_STATUSES:
-            retry_after = _retry_after(answer) if status in (429, 503) else None
+            retry_after = retry_after_seconds(answer.headers) if status in (429, 503) else None
             raise _TransientFailure(described, retry_after)
         if status in _CREDENTIAL_STATUSES:
             raise ClusterUnavailable(
@@ -425,26 +423,6 @@ def _error_details(answer: _Answer) -> tuple[str | None, str | None]:
         code if isinstance(code, str) and code else None,
         message if isinstance(message, str) and message else None,
     )
-
-
-def _retry_after(answer: _Answer) -> float | None:
-    """Seconds to wait according to ``Retry-After`` (delta-seconds or an HTTP date)."""
-    value = answer.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _log_retry(operation: str, state: RetryCallState, max_attempts: int) -> None:
