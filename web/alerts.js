@@ -76,6 +76,10 @@ function warnings(job, now) {
         "report. The runner keeps trying, and gives the job up if the cluster stays out of reach.",
     });
   }
+  if (job.status_message) {
+    // What the cluster says about the run, e.g. why it still waits for a GPU.
+    alerts.push({ key: "cluster-says", kind: "neutral", text: job.status_message });
+  }
   if (job.stalled_since) {
     // The processor dates a stall from the last step that moved the counter.
     alerts.push({

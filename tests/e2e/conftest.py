@@ -332,6 +332,13 @@ class DemoData:
                 (stalled_for, lost_contact_for, job_id),
             )
 
+    def set_status_message(self, job_id: str, message: str | None) -> None:
+        """What the cluster says about the job's run, as the processor records it."""
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute(
+                "update training_jobs set status_message = %s where id = %s", (message, job_id)
+            )
+
     def job(self, job_id: str) -> dict[str, Any]:
         row = self._one("select to_jsonb(j) from training_jobs j where id = %s", (job_id,))
         result: dict[str, Any] = row[0]

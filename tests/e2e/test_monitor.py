@@ -211,6 +211,22 @@ def test_lost_contact_with_the_cluster_warns_until_contact_is_back(
     expect(monitor.field("status")).to_have_text("Running")
 
 
+def test_what_the_cluster_says_about_an_active_run_is_shown(
+    monitor: Monitor, demo: DemoData
+) -> None:
+    """A run the cluster says is waiting for a GPU shows the cluster's words, and they go away
+    once the cluster says nothing more."""
+    job_id = demo.idle_job(steps_done=0, total_steps=75, idle=timedelta(minutes=1))
+    waiting = "Waiting for 1 H100 at the cluster: none is free, or the cluster has none."
+    demo.set_status_message(job_id, waiting)
+    monitor.open(job_id)
+
+    said = monitor.field("alerts").locator('[data-alert="cluster-says"]')
+    expect(said).to_have_text(waiting, timeout=SOON)
+    demo.set_status_message(job_id, None)
+    expect(said).to_have_count(0, timeout=SOON)
+
+
 def test_no_warning_while_the_processor_reports_neither_stall_nor_lost_contact(
     monitor: Monitor, demo: DemoData
 ) -> None:
