@@ -131,73 +131,134 @@ class Processor:
         args: Callable[[list[dict[str, Any]]], dict[str, Any]],
         results: Sequence[_R],
     ) -> Counter[str]:
-        """Record `results` with one call of `name`; if the database refuses the batch, record
-        each half on its own, down to single rows, and fail (or release) the rows it refuses
-        alone. Returns the counts the calls answered, added up."""
+        """Record `results` with one call of `name`. If the database refuses the batch, each half
+        is recorded on its own, down to the single rows it refuses, within a budget of calls
+        that grows with the logarithm of the batch. Returns the counts the calls answered.
+
+        Rows refused alone fail their jobs, in one call, with the database's reason. When no row
+        at all could be recorded, the fault is the statement's, not the rows' (a broken
+        function, say): then nothing is failed, and every job is left for the next cycle."""
+        counts: Counter[str] = Counter()
+        refused: list[tuple[_R, DatabaseError]] = []
+        unresolved: list[_R] = []
+        budget = [4 * len(results).bit_length()]
+        recorded = await self._record_parts(
+            summary, name, args, results, counts, refused, unresolved, budget
+        )
+        if refused or unresolved:
+            await self._set_aside(
+                summary, owner, name, refused, unresolved, systematic=not recorded
+            )
+        return counts
+
+    async def _record_parts(
+        self,
+        summary: CycleSummary,
+        name: str,
+        args: Callable[[list[dict[str, Any]]], dict[str, Any]],
+        results: Sequence[_R],
+        counts: Counter[str],
+        refused: list[tuple[_R, DatabaseError]],
+        unresolved: list[_R],
+        budget: list[int],
+    ) -> bool:
+        """Whether any of `results` was recorded; what was not lands in `refused` (alone) or
+        `unresolved` (the budget ran out first)."""
         try:
             answer = await self._call(summary, name, args([r.as_row() for r in results]))
         except DatabaseUnavailable:
             raise
         except DatabaseError as exc:
-            if len(results) > 1:
-                middle = len(results) // 2
-                first = await self._record(summary, owner, name, args, results[:middle])
-                return first + await self._record(summary, owner, name, args, results[middle:])
-            await self._refused_alone(summary, owner, name, results[0], exc)
-            return Counter()
+            if len(results) == 1:
+                refused.append((results[0], exc))
+                return False
+            if budget[0] < 2:
+                unresolved.extend(results)
+                return False
+            budget[0] -= 2
+            middle = len(results) // 2
+            parts = [results[:middle], results[middle:]]
+            recorded = [
+                await self._record_parts(
+                    summary, name, args, part, counts, refused, unresolved, budget
+                )
+                for part in parts
+            ]
+            return any(recorded)
         if isinstance(answer, int):
-            return Counter({"count": answer})
-        return Counter({k: v for k, v in (answer or {}).items() if isinstance(v, int)})
+            counts["count"] += answer
+        else:
+            counts.update({k: v for k, v in (answer or {}).items() if isinstance(v, int)})
+        return True
 
-    async def _refused_alone(
+    async def _set_aside(
         self,
         summary: CycleSummary,
         owner: uuid.UUID | None,
         name: str,
-        result: SubmissionResult | PollResult | CancelDelivery,
-        exc: DatabaseError,
+        refused: Sequence[tuple[SubmissionResult | PollResult | CancelDelivery, DatabaseError]],
+        unresolved: Sequence[SubmissionResult | PollResult | CancelDelivery],
+        *,
+        systematic: bool,
     ) -> None:
-        sqlstate = getattr(exc, "sqlstate", None)
-        detail = str(exc.__cause__ or exc.message)
-        _log.error(
-            "database refused one job's result",
-            extra={
-                "function": name,
-                "job_id": str(result.job_id),
-                "sqlstate": sqlstate,
-                "database_error": detail,
-            },
-        )
-        summary.unrecorded += 1
-        if owner is None:
-            return  # a cancel delivery: delivered again next cycle, nothing to fail
-        failure = JobFailure(
-            job_id=result.job_id,
-            message=(
-                "The runner could not record what the GPU cluster reported for this job "
-                f"(database error {sqlstate or 'unknown'}: {detail})."
-            )[:2000],
-        )
-        try:
-            failed = await self._call(
-                summary, "processor_fail_jobs", {"p_owner": owner, "p_failures": [failure.as_row()]}
-            )
-            summary.failed += int(failed or 0)
-        except DatabaseUnavailable:
-            raise
-        except DatabaseError as fail_exc:
+        """Log what the database would not record; fail the jobs whose rows it refused alone
+        (one call), and release the rest for the next cycle (one call)."""
+        for result, exc in refused:
             _log.error(
-                "database refused to fail the job; releasing it",
+                "database refused one job's result",
                 extra={
+                    "function": name,
                     "job_id": str(result.job_id),
-                    "sqlstate": getattr(fail_exc, "sqlstate", None),
-                    "database_error": str(fail_exc.__cause__ or fail_exc.message),
+                    "sqlstate": getattr(exc, "sqlstate", None),
+                    "database_error": str(exc.__cause__ or exc.message),
                 },
             )
+        if unresolved or systematic:
+            _log.error(
+                "database refused a batch; its jobs are left for the next cycle",
+                extra={
+                    "function": name,
+                    "jobs": len(unresolved) + (len(refused) if systematic else 0),
+                    "refused_alone": len(refused),
+                },
+            )
+        summary.unrecorded += len(refused) + len(unresolved)
+        if owner is None:
+            return  # cancel deliveries: delivered again next cycle, nothing to fail
+        release = [str(r.job_id) for r in unresolved]
+        if systematic:
+            release += [str(r.job_id) for r, _ in refused]
+        elif refused:
+            failures = [
+                JobFailure(
+                    job_id=r.job_id,
+                    message=(
+                        "The runner could not record what the GPU cluster reported for this job "
+                        f"(database error {getattr(exc, 'sqlstate', None) or 'unknown'}: "
+                        f"{exc.__cause__ or exc.message})."
+                    )[:2000],
+                ).as_row()
+                for r, exc in refused
+            ]
+            try:
+                answer = await self._call(
+                    summary, "processor_fail_jobs", {"p_owner": owner, "p_failures": failures}
+                )
+                summary.failed += int(answer["failed"])
+            except DatabaseUnavailable:
+                raise
+            except DatabaseError as exc:
+                _log.error(
+                    "database refused to fail the jobs; releasing them",
+                    extra={
+                        "sqlstate": getattr(exc, "sqlstate", None),
+                        "database_error": str(exc.__cause__ or exc.message),
+                    },
+                )
+                release += [str(r.job_id) for r, _ in refused]
+        if release:
             await self._call(
-                summary,
-                "processor_release_jobs",
-                {"p_owner": owner, "p_job_ids": [str(result.job_id)]},
+                summary, "processor_release_jobs", {"p_owner": owner, "p_job_ids": release}
             )
 
     def _time_left(self, deadline: float) -> float:

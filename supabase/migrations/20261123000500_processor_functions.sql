@@ -816,8 +816,8 @@ $$;
 -- For results that could not be recorded with their batch, one statement for all of them
 -- (p_failures: [{job_id, message}]): an active job fails with the message, and gets a cancel to
 -- deliver since its run may be going; an ended job whose run was being settled stops being
--- asked about, its message saying why. Returns how many jobs changed.
-create function public.processor_fail_jobs(p_owner uuid, p_failures jsonb) returns integer
+-- asked about, its message saying why. Returns {failed, settled}: how many of each.
+create function public.processor_fail_jobs(p_owner uuid, p_failures jsonb) returns jsonb
 language plpgsql
 volatile
 set search_path = ''
@@ -854,12 +854,13 @@ begin
     returning 1
   )
   select count(*)::integer into n_settled from settled;
-  return n_failed + n_settled;
+  return jsonb_build_object('failed', n_failed, 'settled', n_settled);
 end;
 $$;
 
 -- Releases the given jobs for a later cycle without counting anything against them.
-create function public.processor_release_jobs(p_owner uuid, p_job_ids uuid[]) returns integer
+-- p_job_ids: a JSON array of job ids (JSON, like every batch the processor sends).
+create function public.processor_release_jobs(p_owner uuid, p_job_ids jsonb) returns integer
 language sql
 volatile
 set search_path = ''
@@ -868,7 +869,8 @@ as $$
     update public.training_jobs j
     set lease_owner = null,
         lease_expires_at = null
-    where j.id = any (p_job_ids) and j.lease_owner = p_owner
+    where j.id in (select value::uuid from jsonb_array_elements_text(p_job_ids))
+      and j.lease_owner = p_owner
     returning 1
   )
   select count(*)::integer from released
@@ -887,7 +889,7 @@ revoke execute on function
   public.processor_pending_cancels(integer),
   public.record_cancels_delivered(jsonb),
   public.processor_fail_jobs(uuid, jsonb),
-  public.processor_release_jobs(uuid, uuid[])
+  public.processor_release_jobs(uuid, jsonb)
 from public, anon, authenticated;
 
 grant execute on function
@@ -900,5 +902,5 @@ grant execute on function
   public.processor_pending_cancels(integer),
   public.record_cancels_delivered(jsonb),
   public.processor_fail_jobs(uuid, jsonb),
-  public.processor_release_jobs(uuid, uuid[])
+  public.processor_release_jobs(uuid, jsonb)
 to service_role;

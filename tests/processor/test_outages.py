@@ -172,6 +172,42 @@ def test_one_poisoned_row_leaves_the_rest_of_its_batch_recorded(stack: Stack) ->
     assert _steps(stack, poisoned) == []
 
 
+def test_a_statement_refused_for_every_row_fails_no_job(stack: Stack) -> None:
+    """When the database refuses every row of a batch (a broken function, not bad rows), no job
+    is failed for it: the cycle spends a bounded number of calls finding that out, releases
+    every job, and they all complete once the database takes them again."""
+    stack.sim.configure(steps_per_second=40, init_seconds=0)
+    user = make_user(stack.admin)
+    jobs = [stack.queued_job(user_id=user) for _ in range(20)]
+    assert stack.cycle(claim_batch_size=20).submitted == 20
+    time.sleep(STEPS / 40 + 0.5)
+    stack.admin.execute(
+        """
+        create function public.test_refuse_all() returns trigger language plpgsql as $$
+        begin
+          raise exception 'refused' using errcode = '22023';
+        end $$;
+        create trigger test_refuse_all before insert on public.metrics_points
+          for each row execute function public.test_refuse_all();
+        """
+    )
+    summary = stack.cycle()
+    assert summary.unrecorded == 20, summary
+    assert summary.failed == 0
+    # Claim queued, claim polls, the batch's record and its halves within their budget of
+    # 4 x (20).bit_length() calls, the release, the pending cancels: the calls grow with the
+    # logarithm of the batch, not with its size.
+    assert summary.statements <= 1 + 1 + 1 + 4 * (20).bit_length() + 1 + 1, summary
+    for job_id in jobs:
+        job = stack.job(job_id)
+        assert job["status"] in {"initializing", "running"}, job["error_message"]
+        assert job["lease_owner"] is None
+    stack.admin.execute("drop trigger test_refuse_all on public.metrics_points")
+    stack.run_until(lambda: all(stack.status(j) is JobStatus.COMPLETED for j in jobs))
+    for job_id in jobs:
+        assert _steps(stack, job_id) == list(range(1, STEPS + 1))
+
+
 def test_an_unpriced_gpu_job_is_refused_before_submission(stack: Stack) -> None:
     """A job on a GPU type without a price fails at once, naming the type, and nothing is sent
     to the cluster."""
