@@ -246,6 +246,7 @@ declare
   gpu_active integer;
   capacity integer;
   ahead integer;
+  my_turn bigint;
   average_run interval;
   estimated timestamptz;
   reason text;
@@ -267,23 +268,46 @@ begin
   where j.gpu_config ->> 'gpu_type' = gpu and j.status in ('initializing', 'running');
   select p.max_active_jobs into capacity from public.gpu_prices p where p.gpu_type = gpu;
 
-  with active as (
-    select j.user_id, count(*) as n from public.training_jobs j
-    where j.status in ('initializing', 'running') group by j.user_id
+  -- The job's turn: its owner's active jobs plus its place in the owner's queue.
+  select user_active + count(*) + 1 into my_turn
+  from public.training_jobs q
+  where q.user_id = job.user_id and q.status = 'queued' and q.created_at < job.created_at;
+
+  -- Ahead of it: each user's queued jobs on the same GPU type whose turn comes first. Only the
+  -- first (my_turn - active) jobs of each queue can, so each user's queue is read that far
+  -- and no further (the users found by the same skip scan as the claim's).
+  with recursive queued_users(user_id) as (
+    (select j.user_id from public.training_jobs j
+     where j.status = 'queued' order by j.user_id limit 1)
+    union all
+    select (select j.user_id from public.training_jobs j
+            where j.status = 'queued' and j.user_id > q.user_id
+            order by j.user_id limit 1)
+    from queued_users q
+    where q.user_id is not null
   ),
-  turns as (
-    select q.id, q.created_at, q.gpu_config ->> 'gpu_type' as gpu_type,
-           coalesce(a.n, 0)
-             + row_number() over (partition by q.user_id order by q.created_at) as turn
-    from public.training_jobs q
-    left join active a on a.user_id = q.user_id
-    where q.status = 'queued'
+  active as (
+    select j.user_id, count(*)::integer as n from public.training_jobs j
+    where j.status in ('initializing', 'running') group by j.user_id
   )
-  select count(*) filter (where t.gpu_type = gpu and t.id <> job.id
-                            and (t.turn < m.turn or (t.turn = m.turn and t.created_at < job.created_at)))
-  into ahead
-  from turns t
-  cross join (select t2.turn from turns t2 where t2.id = job.id) m;
+  select coalesce(sum(x.n), 0)::integer into ahead
+  from queued_users u
+  left join active a on a.user_id = u.user_id
+  cross join lateral (
+    select count(*) filter (
+             where t.gpu_type = gpu and t.id <> job.id
+               and (t.turn < my_turn or (t.turn = my_turn and t.created_at < job.created_at))
+           ) as n
+    from (
+      select q.id, q.created_at, q.gpu_config ->> 'gpu_type' as gpu_type,
+             coalesce(a.n, 0) + row_number() over (order by q.created_at) as turn
+      from (select q.id, q.created_at, q.gpu_config from public.training_jobs q
+            where q.user_id = u.user_id and q.status = 'queued'
+            order by q.created_at
+            limit greatest(my_turn - coalesce(a.n, 0), 0)) q
+    ) t
+  ) x
+  where u.user_id is not null;
 
   if user_active >= user_limit then
     reason := 'user_limit';
